@@ -1,0 +1,54 @@
+# Everything runs inside the project's venv (.venv, made by scripts/setup_env.sh), with the ROS 2
+# environment that .venv/bin/activate exports (scripts/env.sh).
+#   make setup     create/refresh .venv (idempotent; a no-op when nothing changed)
+#   make install   incremental build + install of the package (messages + Python) into .venv
+#   make test      setup + install, then pytest test/ against the installed package
+#   make demo | bench | train | export | eval   [ARGS="..."]
+SHELL := /bin/bash
+.SHELLFLAGS := -e -o pipefail -c
+
+VENV  := .venv
+STAMP := $(VENV)/.setup.stamp
+RUN   := . $(VENV)/bin/activate &&
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup install test demo bench train export eval clean distclean
+
+setup: $(STAMP)
+
+# Re-run the setup only when its inputs change (setup_env.sh has its own finer stamps too).
+$(STAMP): scripts/setup_env.sh scripts/env.sh $(wildcard requirements/*.txt)
+	scripts/setup_env.sh all
+	touch $@
+
+# Always run: the installed copy must reflect the source tree (cmake makes it incremental).
+install: setup
+	scripts/setup_env.sh install
+
+# The pytest console script, not `python -m pytest`: the repo root must not come first on
+# sys.path (its anytime_perception/ has no generated msg/ and would shadow the installed one).
+# Options and warning filters: pytest.ini.
+test: install
+	$(RUN) pytest test/ $(PYTEST_ARGS)
+
+demo: install
+	$(RUN) anytime_demo $(ARGS)
+
+bench: install
+	$(RUN) python bench/bench_latency.py $(ARGS)
+
+train: install
+	$(RUN) python -m anytime_perception.training $(ARGS)
+
+export: install
+	$(RUN) python -m anytime_perception.export $(ARGS)
+
+eval: install
+	$(RUN) python -m anytime_perception.eval $(ARGS)
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf $(VENV)

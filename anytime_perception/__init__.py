@@ -1,0 +1,1 @@
+"""anytime_perception: anytime (staged) perception with ONNX Runtime and a ROS 2 adapter."""

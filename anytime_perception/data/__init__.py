@@ -1,0 +1,1 @@
+"""Dataset readers (numpy/OpenCV only, no torch)."""

@@ -1,0 +1,1 @@
+"""Evaluation of exported models on datasets: accuracy/mAP against MACs per stage."""

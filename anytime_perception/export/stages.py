@@ -1,0 +1,113 @@
+"""Export an anytime detector to one ONNX graph per stage plus ``manifest.yaml``.
+
+Stage ``k``'s graph reads the image and the carry of stages ``< k`` (named ``<layer>.<group>``) and
+writes its own carry and its head; the runtime keeps the carry between calls, so nothing is
+recomputed. A static single graph of the full model (``full.onnx``) is exported for benchmarks.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import yaml
+from torch import Tensor, nn
+
+from ..nets.anywidth import AnyWidthDetector
+from .macs import count_macs
+
+__all__ = ["export_stages", "verify_stages"]
+
+HEADS = ("heatmap", "size", "offset")
+OPSET = 17
+
+
+class _Stage(nn.Module):
+    """Stage ``k`` as a module with flat named inputs/outputs for the ONNX exporter."""
+
+    def __init__(self, model: AnyWidthDetector, k: int, carry_in: list[str], carry_out: list[str]) -> None:
+        super().__init__()
+        self.model, self.k, self.carry_in, self.carry_out = model, k, carry_in, carry_out
+
+    def forward(self, image: Tensor, *carry: Tensor) -> tuple[Tensor, ...]:
+        new, heads = self.model.forward_stage(image, dict(zip(self.carry_in, carry)), self.k)
+        return tuple(new[n] for n in self.carry_out) + tuple(heads[h] for h in HEADS)
+
+
+class _Full(nn.Module):
+    """The full model as one static graph: every group of every layer, only the last head."""
+
+    def __init__(self, model: AnyWidthDetector) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        carry: dict[str, Tensor] = {}
+        last = self.model.num_stages - 1
+        for k in range(last):
+            carry.update(self.model.forward_stage(image, carry, k, with_head=False)[0])
+        heads = self.model.forward_stage(image, carry, last)[1]
+        return tuple(heads[h] for h in HEADS)
+
+
+def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> None:
+    torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                      opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, labels: tuple[str, ...],
+                  mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
+    """Write ``stage<k>.onnx``, ``full.onnx`` and ``manifest.yaml`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    size = model.config.input_size
+    image = torch.zeros(1, 3, size, size)
+    stages, carry = [], {}
+    with torch.no_grad():
+        for k in range(model.num_stages):
+            new, _ = model.forward_stage(image, carry, k)
+            last = k == model.num_stages - 1
+            carry_in, carry_out = list(carry), [] if last else list(new)
+            file = out / f"stage{k}.onnx"
+            _export(_Stage(model, k, carry_in, carry_out), (image, *carry.values()), file,
+                    ["image", *carry_in], carry_out + list(HEADS))
+            stages.append({"name": f"stage{k}", "file": file.name, "macs": count_macs(file),
+                           "inputs": ["image", *carry_in], "carry_outputs": carry_out,
+                           "head_outputs": {h: h for h in HEADS}})
+            carry.update(new)
+        full = out / "full.onnx"
+        _export(_Full(model), (image,), full, ["image"], list(HEADS))
+    manifest = {
+        "format_version": 1,
+        "name": name,
+        "task": "detection",
+        "labels": list(labels),
+        "input": {"size": size, "mean": [float(m) for m in mean], "std": [float(s) for s in std], "pad_value": 114},
+        "decoder": {"type": "centernet", "stride": model.config.output_stride, "max_detections": 50, "nms_kernel": 3},
+        "stages": stages,
+        "gates": {},
+        "full_model": {"name": "full", "file": full.name, "macs": count_macs(full), "inputs": ["image"],
+                       "head_outputs": {h: h for h in HEADS}},
+    }
+    path = out / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def verify_stages(model: AnyWidthDetector, out_dir: str | Path, image: Tensor) -> float:
+    """Largest absolute difference between ONNX Runtime stage outputs and the torch subnets."""
+    manifest = yaml.safe_load((Path(out_dir) / "manifest.yaml").read_text())
+    with torch.no_grad():
+        expected = model.eval()(image)
+    carry: dict[str, np.ndarray] = {}
+    worst = 0.0
+    for k, stage in enumerate(manifest["stages"]):
+        session = ort.InferenceSession(str(Path(out_dir) / stage["file"]), providers=["CPUExecutionProvider"])
+        feeds = {n: image.numpy() if n == "image" else carry[n] for n in stage["inputs"]}
+        names = stage["carry_outputs"] + list(HEADS)
+        values = dict(zip(names, session.run(names, feeds)))
+        carry.update({n: values[n] for n in stage["carry_outputs"]})
+        worst = max(worst, *(float(np.abs(values[h] - expected[k][h].numpy()).max()) for h in HEADS))
+    return worst

@@ -1,0 +1,127 @@
+"""Any-width anytime detector: nested channel groups, one CenterNet head per stage.
+
+Stage ``k`` computes channel group ``k`` of every layer from the cached groups ``< k`` (carry) and
+then the head of subnet ``k`` on groups ``0..k`` of the neck. Running the stages in order is the
+whole model; stopping after stage ``k`` gives subnet ``k``. The same ``forward_stage`` serves
+training (all stages in one pass) and export (one ONNX graph per stage).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .layers import NestedConvBNReLU, StageHead
+
+__all__ = ["AnyWidthConfig", "AnyWidthDetector", "anywidth_centernet_s3"]
+
+Carry = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class AnyWidthConfig:
+    """Widths of the detector; ``group_fractions`` split every layer into stages."""
+
+    num_classes: int
+    input_size: int = 320
+    group_fractions: tuple[float, ...] = (0.25, 0.25, 0.5)
+    widths: dict[str, int] = field(
+        default_factory=lambda: {"stem": 16, "c2": 32, "c3": 64, "c4": 128, "c5": 128, "neck": 64}
+    )
+    head_hidden: int = 48
+    output_stride: int = 8
+
+
+def _split(width: int, fractions: tuple[float, ...]) -> list[int]:
+    groups = [max(1, round(width * f)) for f in fractions[:-1]]
+    return groups + [width - sum(groups)]
+
+
+class AnyWidthDetector(nn.Module):
+    """Backbone (strides 2..32) + top-down neck to stride 8, all layers nested."""
+
+    def __init__(self, config: AnyWidthConfig) -> None:
+        super().__init__()
+        self.config = config
+        g = {name: _split(w, config.group_fractions) for name, w in config.widths.items()}
+        self.groups = g
+        self.layers = nn.ModuleDict(
+            {
+                "stem": NestedConvBNReLU([3], g["stem"], 3, 2, shared_input=True),  # /2
+                "c2a": NestedConvBNReLU(g["stem"], g["c2"], 3, 2),  # /4
+                "c2b": NestedConvBNReLU(g["c2"], g["c2"]),
+                "c3a": NestedConvBNReLU(g["c2"], g["c3"], 3, 2),  # /8
+                "c3b": NestedConvBNReLU(g["c3"], g["c3"]),
+                "c4a": NestedConvBNReLU(g["c3"], g["c4"], 3, 2),  # /16
+                "c4b": NestedConvBNReLU(g["c4"], g["c4"]),
+                "c5a": NestedConvBNReLU(g["c4"], g["c5"], 3, 2),  # /32
+                "c5b": NestedConvBNReLU(g["c5"], g["c5"]),
+                # top-down: each group reads [upsampled deeper group, lateral group]
+                "p4": NestedConvBNReLU(_pairwise(g["c5"], g["c4"]), g["c4"], 1),
+                "p3": NestedConvBNReLU(_pairwise(g["c4"], g["c3"]), g["neck"], 1),
+                "neck": NestedConvBNReLU(g["neck"], g["neck"]),
+            }
+        )
+        self.heads = nn.ModuleList(
+            StageHead(sum(g["neck"][: k + 1]), config.num_classes, config.head_hidden)
+            for k in range(self.num_stages)
+        )
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.config.group_fractions)
+
+    def forward_stage(self, image: Tensor, carry: Carry, k: int,
+                      with_head: bool = True) -> tuple[Carry, dict[str, Tensor]]:
+        """Run stage ``k``.
+
+        Args:
+            image: [N, 3, S, S] normalised input.
+            carry: ``"<layer>.<group>"`` -> activation, for every layer and group ``< k``.
+            k: stage index.
+            with_head: also run the head of subnet ``k`` (else the heads dict is empty).
+
+        Returns:
+            The new carry entries (group ``k`` of every layer) and the head outputs of subnet k.
+        """
+        new: Carry = {}
+
+        def nested(name: str, inputs: list[Tensor]) -> list[Tensor]:
+            out = self.layers[name].forward_group(inputs, k)
+            new[f"{name}.{k}"] = out
+            return [carry[f"{name}.{j}"] for j in range(k)] + [out]
+
+        def up_cat(deep: list[Tensor], lateral: list[Tensor]) -> list[Tensor]:
+            # per group: [upsample(deep_j), lateral_j]; nearest upsampling costs no MACs
+            return [torch.cat([F.interpolate(d, scale_factor=2.0, mode="nearest"), l], 1)
+                    for d, l in zip(deep, lateral)]
+
+        x = nested("stem", [image])
+        x = nested("c2b", nested("c2a", x))
+        c3 = nested("c3b", nested("c3a", x))
+        c4 = nested("c4b", nested("c4a", c3))
+        c5 = nested("c5b", nested("c5a", c4))
+        p4 = nested("p4", up_cat(c5, c4))
+        p3 = nested("neck", nested("p3", up_cat(p4, c3)))
+        return new, self.heads[k](torch.cat(p3, 1)) if with_head else {}
+
+    def forward(self, image: Tensor) -> list[dict[str, Tensor]]:
+        """All stages in order; returns the head outputs of every subnet."""
+        carry: Carry = {}
+        outputs = []
+        for k in range(self.num_stages):
+            new, heads = self.forward_stage(image, carry, k)
+            carry.update(new)
+            outputs.append(heads)
+        return outputs
+
+
+def _pairwise(deep: list[int], lateral: list[int]) -> list[int]:
+    return [d + l for d, l in zip(deep, lateral)]
+
+
+def anywidth_centernet_s3(num_classes: int, input_size: int = 320) -> AnyWidthDetector:
+    """Three-stage any-width CenterNet (stage widths 1/4, 1/2, 1 of every layer)."""
+    return AnyWidthDetector(AnyWidthConfig(num_classes=num_classes, input_size=input_size))

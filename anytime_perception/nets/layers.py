@@ -1,0 +1,89 @@
+"""Layer modules for nested (any-width) networks.
+
+A nested tensor is a list of channel groups ``[g0, g1, ...]``. Group ``g`` of a nested layer's
+output reads only input groups ``<= g``: the weight matrix is block-lower-triangular, so a larger
+subnet reuses every activation of the smaller ones and new neurons never feed old ones.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["NestedConvBNReLU", "StageHead"]
+
+
+class NestedConvBNReLU(nn.Module):
+    """Conv-BN-ReLU split into output groups; group ``g`` sees input groups ``0..g`` only.
+
+    Args:
+        in_groups: channels of each input group. With ``shared_input`` a single tensor (e.g. the
+            image) that every output group reads in full.
+        out_groups: channels of each output group.
+        kernel_size: square kernel size.
+        stride: convolution stride.
+        shared_input: every group reads the whole of ``in_groups[0]`` (used by the stem).
+    """
+
+    def __init__(
+        self,
+        in_groups: Sequence[int],
+        out_groups: Sequence[int],
+        kernel_size: int = 3,
+        stride: int = 1,
+        shared_input: bool = False,
+    ) -> None:
+        super().__init__()
+        self.shared_input = shared_input
+        self.blocks = nn.ModuleList()
+        for g, out_ch in enumerate(out_groups):
+            in_ch = in_groups[0] if shared_input else sum(in_groups[: g + 1])
+            self.blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, bias=False),
+                    nn.BatchNorm2d(out_ch),
+                    nn.ReLU(inplace=True),
+                )
+            )
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.blocks)
+
+    def forward_group(self, inputs: Sequence[Tensor], g: int) -> Tensor:
+        """Compute output group ``g`` from input groups ``inputs[0..g]`` (or the shared input)."""
+        x = inputs[0] if self.shared_input else torch.cat(list(inputs[: g + 1]), dim=1)
+        return self.blocks[g](x)
+
+
+class StageHead(nn.Module):
+    """CenterNet-style head of one stage: class heatmap, box size and centre offset.
+
+    Outputs (``N`` batch, ``C`` classes, ``H x W`` the output grid):
+        ``heatmap`` [N, C, H, W] logits, ``size`` [N, 2, H, W] log box size in grid cells,
+        ``offset`` [N, 2, H, W] logits of the sub-cell centre offset.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 48) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 3, 1, 1, groups=_depthwise_groups(in_channels, hidden)),
+            nn.ReLU(inplace=True),
+        )
+        self.heatmap = nn.Conv2d(hidden, num_classes, 1)
+        self.size = nn.Conv2d(hidden, 2, 1)
+        self.offset = nn.Conv2d(hidden, 2, 1)
+        nn.init.constant_(self.heatmap.bias, -2.19)  # prior 0.1 (CenterNet focal-loss init)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        h = self.trunk(x)
+        return {"heatmap": self.heatmap(h), "size": self.size(h), "offset": self.offset(h)}
+
+
+def _depthwise_groups(in_channels: int, out_channels: int) -> int:
+    """Largest group count dividing both channel counts, at most 8: keeps the head cheap."""
+    for groups in (8, 4, 2):
+        if in_channels % groups == 0 and out_channels % groups == 0:
+            return groups
+    return 1

@@ -1,0 +1,1 @@
+"""Thin ROS 2 adapter over the runtime: node, message conversions, replay and demo."""

@@ -1,0 +1,62 @@
+"""sensor_msgs/Image <-> numpy, and runtime results -> DetectionArray (numpy helpers, no cv_bridge)."""
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from anytime_perception.msg import Detection as DetectionMsg
+from anytime_perception.msg import DetectionArray
+
+from ..runtime.types import StageResult
+
+__all__ = ["ImageError", "SUPPORTED_ENCODINGS", "image_to_rgb", "rgb_to_image", "result_to_msg"]
+
+# encoding -> (channels, index order that yields RGB)
+SUPPORTED_ENCODINGS = {
+    "rgb8": (3, [0, 1, 2]),
+    "bgr8": (3, [2, 1, 0]),
+    "rgba8": (4, [0, 1, 2]),
+    "bgra8": (4, [2, 1, 0]),
+    "mono8": (1, [0, 0, 0]),
+}
+
+
+class ImageError(ValueError):
+    """An image message that cannot be used; the message says why."""
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """RGB uint8 [H, W, 3] view/copy of an image message; ImageError if malformed."""
+    if msg.encoding not in SUPPORTED_ENCODINGS:
+        raise ImageError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    channels, order = SUPPORTED_ENCODINGS[msg.encoding]
+    h, w, step = msg.height, msg.width, msg.step
+    if h == 0 or w == 0:
+        raise ImageError(f"empty image {w}x{h}")
+    if step < w * channels:
+        raise ImageError(f"step {step} < width {w} * {channels} channels")
+    data = np.frombuffer(msg.data, np.uint8)
+    if data.size < h * step:
+        raise ImageError(f"data has {data.size} bytes, expected height {h} * step {step} = {h * step}")
+    pixels = data[: h * step].reshape(h, step)[:, : w * channels].reshape(h, w, channels)
+    return np.ascontiguousarray(pixels if order == [0, 1, 2] and channels == 3 else pixels[..., order])
+
+
+def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
+    """An rgb8 image message of an RGB uint8 [H, W, 3] array."""
+    msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
+                is_bigendian=0, step=rgb.shape[1] * 3)
+    msg.data = np.ascontiguousarray(rgb, np.uint8).tobytes()
+    return msg
+
+
+def result_to_msg(result: StageResult, header: Header) -> DetectionArray:
+    """The DetectionArray of one stage result, stamped with the image's header."""
+    return DetectionArray(
+        header=header, stage=result.stage, num_stages=result.num_stages, is_final=result.is_final,
+        macs=result.macs, mac_budget=result.mac_budget, latency_ms=result.latency_ms,
+        deadline_ms=result.deadline_ms, mode=result.mode, stop_reason=result.stop_reason,
+        detections=[DetectionMsg(class_id=d.class_id, label=d.label, score=d.score,
+                                 center_x=d.center_x, center_y=d.center_y, width=d.width, height=d.height)
+                    for d in result.detections])

@@ -1,0 +1,208 @@
+"""The anytime perception node: camera images in, preliminary and refined detections out.
+
+Subscribes ``/camera/image_raw`` (remappable); publishes stage 0 on ``/perception/preliminary``
+at once and every later stage on ``/perception/refined`` (exactly one ``is_final`` per frame).
+Images go through a keep-last-1 mailbox to a worker thread, so a newer frame can preempt
+refinement of an older one and the executor stays free for parameter services.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from anytime_perception.msg import DetectionArray
+
+from ..runtime import AnytimeEngine, AnytimeModel, ModeError, StageResult, load_modes
+from ..runtime.annotate import draw_detections
+from ..runtime.mailbox import LatestSlot
+from ..runtime.stats import PipelineStats
+from .conversions import ImageError, image_to_rgb, result_to_msg, rgb_to_image
+
+__all__ = ["AnytimePerceptionNode", "main", "share_path"]
+
+PACKAGE = "anytime_perception"
+DEFAULT_MODEL = "road_signs_anywidth"
+
+
+def share_path(relative: str) -> Path:
+    """``<install prefix>/share/anytime_perception/<relative>`` from AMENT_PREFIX_PATH."""
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        candidate = Path(prefix) / "share" / PACKAGE / relative
+        if prefix and candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"share/{PACKAGE}/{relative} not found under AMENT_PREFIX_PATH")
+
+
+def _resolve(value: str, kind: str, default: str) -> Path:
+    """A parameter naming a file/dir: an existing path, or a name under the package share dir."""
+    value = value or default
+    return Path(value) if Path(value).exists() else share_path(f"{kind}/{value}")
+
+
+class AnytimePerceptionNode(Node):
+    """ROS adapter over ``AnytimeEngine``: parameters -> settings, images -> frames, results -> messages."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("anytime_perception", **kwargs)
+        read_only = ParameterDescriptor(read_only=True)
+        self.declare_parameter("vehicle_mode", "normal", ParameterDescriptor(
+            description="vehicle mode from modes_file; switchable at run time"))
+        self.declare_parameter("modes_file", "", ParameterDescriptor(
+            description="modes YAML (default: the package's config/modes.yaml)", read_only=True))
+        self.declare_parameter("model", DEFAULT_MODEL, ParameterDescriptor(
+            description="model directory, or a model name under the package's models/", read_only=True))
+        self.declare_parameter("providers", ["CPUExecutionProvider"], read_only)
+        self.declare_parameter("intra_op_threads", 0, read_only)
+        self.declare_parameter("score_threshold", 0.3)
+        self.declare_parameter("publish_debug_image", False)
+        self.declare_parameter("preempt_on_new_frame", True)
+        self.declare_parameter("image_reliability", "best_effort", ParameterDescriptor(
+            description="best_effort | reliable (match the camera publisher)", read_only=True))
+        self.declare_parameter("diagnostics_period_s", 1.0, read_only)
+
+        param = self.get_parameter
+        model = AnytimeModel(_resolve(param("model").value, "models", DEFAULT_MODEL),
+                             providers=list(param("providers").value),
+                             threads=param("intra_op_threads").value)
+        modes = load_modes(_resolve(param("modes_file").value, "config", "modes.yaml"), model.manifest.total_macs)
+        self.engine = AnytimeEngine(model, modes, param("vehicle_mode").value,
+                                    score_threshold=param("score_threshold").value)
+        self.publish_debug = param("publish_debug_image").value
+        self.preempt = param("preempt_on_new_frame").value
+        self.add_on_set_parameters_callback(self.validate_parameters)
+        self.add_post_set_parameters_callback(self.apply_parameters)
+
+        qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
+                         durability=qos_profile_sensor_data.durability,
+                         reliability=self._reliability(param("image_reliability").value))
+        self.preliminary_pub = self.create_publisher(DetectionArray, "/perception/preliminary", 10)
+        self.refined_pub = self.create_publisher(DetectionArray, "/perception/refined", 10)
+        self.debug_pub = self.create_publisher(Image, "/perception/debug_image", qos_profile_sensor_data)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.subscription = self.create_subscription(Image, "/camera/image_raw", self.image_callback, qos)
+        self.diagnostics_timer = self.create_timer(param("diagnostics_period_s").value, self.diagnostics_callback)
+
+        self.stats = PipelineStats()
+        self.frames: LatestSlot[tuple[Image, float]] = LatestSlot()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._process_frames, name="anytime_worker", daemon=True)
+        self._worker.start()
+        m = model.manifest
+        self.get_logger().info(
+            f"model {m.name}: {model.num_stages} stages, MACs {[s.macs for s in m.stages]}, "
+            f"providers {model.providers}; mode {self.engine.mode.name}")
+
+    @staticmethod
+    def _reliability(name: str) -> QoSReliabilityPolicy:
+        policies = {"best_effort": QoSReliabilityPolicy.BEST_EFFORT, "reliable": QoSReliabilityPolicy.RELIABLE}
+        if name not in policies:
+            raise ValueError(f"image_reliability must be best_effort or reliable, not {name!r}")
+        return policies[name]
+
+    def validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Reject invalid values with a reason; the old value stays."""
+        for p in params:
+            if p.name == "vehicle_mode":
+                try:
+                    self.engine.modes.get(p.value)
+                except ModeError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+            elif p.name == "score_threshold" and not (
+                    p.type_ == Parameter.Type.DOUBLE and 0.0 < p.value < 1.0):
+                return SetParametersResult(successful=False, reason="score_threshold must be a double in (0, 1)")
+        return SetParametersResult(successful=True)
+
+    def apply_parameters(self, params: list[Parameter]) -> None:
+        """Apply accepted values; a mode switch takes effect at the next stage boundary."""
+        for p in params:
+            if p.name == "vehicle_mode":
+                self.engine.set_mode(p.value)
+                self.get_logger().info(f"vehicle mode -> {p.value} (MAC budget {self.engine.mode.mac_budget})")
+            elif p.name == "score_threshold":
+                self.engine.score_threshold = p.value
+            elif p.name == "publish_debug_image":
+                self.publish_debug = p.value
+            elif p.name == "preempt_on_new_frame":
+                self.preempt = p.value
+
+    def image_callback(self, msg: Image) -> None:
+        """Hand the newest frame to the worker, stamped with its receipt time."""
+        if self.frames.put((msg, time.perf_counter())):
+            self.stats.count_dropped()
+
+    def _process_frames(self) -> None:
+        while not self._stop.is_set():
+            item = self.frames.take(timeout=0.1)
+            if item is not None:
+                self.process_frame(*item)
+
+    def process_frame(self, msg: Image, received_at: float) -> None:
+        """Run the engine on one image; a malformed image is logged and skipped."""
+        try:
+            rgb = image_to_rgb(msg)
+        except ImageError as exc:
+            self.stats.count_rejected()
+            self.get_logger().warning(f"skipping image ({msg.width}x{msg.height} {msg.encoding!r}): {exc}",
+                                      throttle_duration_sec=1.0)
+            return
+
+        def publish(result: StageResult) -> None:
+            out = result_to_msg(result, msg.header)
+            if result.stage == 0:
+                self.preliminary_pub.publish(out)
+            if result.stage > 0 or result.is_final:
+                self.refined_pub.publish(out)
+            if result.is_final and self.publish_debug:
+                self.debug_pub.publish(rgb_to_image(draw_detections(rgb, result), msg.header))
+
+        waiting = self.frames.has_item if self.preempt else None
+        self.stats.add_frame(self.engine.process(rgb, received_at, publish, waiting))
+
+    def diagnostics_callback(self) -> None:
+        """Publish deadline-miss rate, stage histogram, MACs vs budget and latency percentiles."""
+        summary = self.stats.summary()
+        miss = float(summary.get("deadline_miss_rate", 0.0))
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK if miss <= 0.05 else DiagnosticStatus.WARN,
+            name="anytime_perception: pipeline", hardware_id=self.engine.model.manifest.name,
+            message=f"deadline misses {miss:.1%}, mode {self.engine.mode.name}",
+            values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in summary.items()])
+        self.diagnostics_pub.publish(DiagnosticArray(header=self._stamp(), status=[status]))
+
+    def _stamp(self) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg())
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=2.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = AnytimePerceptionNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

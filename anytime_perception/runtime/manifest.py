@@ -1,0 +1,170 @@
+"""The manifest: the contract between export and runtime (``models/<name>/manifest.yaml``).
+
+Validated on load; a bad manifest is refused with a ``ManifestError`` naming the field.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "Manifest", "load_manifest"]
+
+FORMAT_VERSION = 1
+IMAGE_INPUT = "image"
+HEAD_KEYS = ("heatmap", "size", "offset")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Input geometry and normalisation: letterbox to ``size`` then (x - mean) / std, NCHW."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    pad_value: int = 114
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """How head outputs become boxes (``centernet``: heatmap peaks + size + offset)."""
+
+    type: str
+    stride: int
+    max_detections: int = 50
+    nms_kernel: int = 3
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage graph: what it reads, what it carries forward, what its head writes."""
+
+    name: str
+    file: Path
+    macs: int
+    inputs: tuple[str, ...]
+    carry_outputs: tuple[str, ...]
+    head_outputs: dict[str, str]  # decoder key -> graph output name
+    confidence_output: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated anytime model description."""
+
+    name: str
+    task: str
+    labels: tuple[str, ...]
+    input: InputSpec
+    decoder: DecoderSpec
+    stages: tuple[StageSpec, ...]
+    gates: dict[str, tuple[float, ...]] = field(default_factory=dict)  # mode -> threshold per stage
+    full_model: StageSpec | None = None  # optional static single graph, for benchmarks
+    root: Path = Path(".")
+
+    @property
+    def total_macs(self) -> int:
+        return sum(s.macs for s in self.stages)
+
+
+def _get(data: dict, key: str, where: str, kind: type) -> Any:
+    """``data[key]`` checked to be of ``kind`` (bool is not accepted as int)."""
+    if not isinstance(data, dict) or key not in data:
+        raise ManifestError(f"{where}.{key}: missing")
+    value = data[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ManifestError(f"{where}.{key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _stage(data: Any, where: str, root: Path) -> StageSpec:
+    if not isinstance(data, dict):
+        raise ManifestError(f"{where}: expected a mapping")
+    file = root / _get(data, "file", where, str)
+    if not file.is_file():
+        raise ManifestError(f"{where}.file: {file} does not exist")
+    macs = _get(data, "macs", where, int)
+    if macs <= 0:
+        raise ManifestError(f"{where}.macs: must be a positive integer, got {macs}")
+    heads = _get(data, "head_outputs", where, dict)
+    missing = [k for k in HEAD_KEYS if k not in heads]
+    if missing:
+        raise ManifestError(f"{where}.head_outputs: missing {', '.join(missing)}")
+    return StageSpec(
+        name=str(data.get("name", where)),
+        file=file,
+        macs=macs,
+        inputs=tuple(_get(data, "inputs", where, list)),
+        carry_outputs=tuple(data.get("carry_outputs", [])),
+        head_outputs={str(k): str(v) for k, v in heads.items()},
+        confidence_output=data.get("confidence_output"),
+    )
+
+
+def _parse(data: Any, root: Path) -> Manifest:
+    if not isinstance(data, dict):
+        raise ManifestError("manifest: expected a mapping at the top level")
+    version = _get(data, "format_version", "manifest", int)
+    if version != FORMAT_VERSION:
+        raise ManifestError(f"manifest.format_version: {version} unsupported (expected {FORMAT_VERSION})")
+    task = _get(data, "task", "manifest", str)
+    if task != "detection":
+        raise ManifestError(f"manifest.task: {task!r} unsupported (expected 'detection')")
+    labels = tuple(_get(data, "labels", "manifest", list))
+    inp = _get(data, "input", "manifest", dict)
+    mean, std = _get(inp, "mean", "input", list), _get(inp, "std", "input", list)
+    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+        raise ManifestError("input.mean/std: expected three values each, std > 0")
+    input_spec = InputSpec(_get(inp, "size", "input", int), tuple(mean), tuple(std), int(inp.get("pad_value", 114)))
+    dec = _get(data, "decoder", "manifest", dict)
+    if _get(dec, "type", "decoder", str) != "centernet":
+        raise ManifestError(f"decoder.type: {dec['type']!r} unsupported (expected 'centernet')")
+    decoder = DecoderSpec("centernet", _get(dec, "stride", "decoder", int),
+                          int(dec.get("max_detections", 50)), int(dec.get("nms_kernel", 3)))
+    raw_stages = _get(data, "stages", "manifest", list)
+    if not raw_stages:
+        raise ManifestError("manifest.stages: at least one stage is required")
+    stages = tuple(_stage(s, f"stages[{i}]", root) for i, s in enumerate(raw_stages))
+    available = {IMAGE_INPUT}
+    for i, stage in enumerate(stages):
+        unknown = [n for n in stage.inputs if n not in available]
+        if unknown:
+            raise ManifestError(f"stages[{i}].inputs: {', '.join(unknown)} not produced by an earlier stage")
+        available.update(stage.carry_outputs)
+    gates = {}
+    for mode, thresholds in (data.get("gates") or {}).items():
+        if not isinstance(thresholds, list) or len(thresholds) != len(stages):
+            raise ManifestError(f"gates.{mode}: expected one threshold per stage ({len(stages)})")
+        gates[str(mode)] = tuple(float(t) for t in thresholds)
+    full = data.get("full_model")
+    return Manifest(
+        name=_get(data, "name", "manifest", str),
+        task=task,
+        labels=labels,
+        input=input_spec,
+        decoder=decoder,
+        stages=stages,
+        gates=gates,
+        full_model=_stage(full, "full_model", root) if full is not None else None,
+        root=root,
+    )
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Load and validate ``manifest.yaml`` (or a model directory containing one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.yaml"
+    if not path.is_file():
+        raise ManifestError(f"manifest: {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"manifest: {path} is not valid YAML: {exc}") from exc
+    return _parse(data, path.parent)

@@ -1,0 +1,86 @@
+"""An anytime model at run time: one ONNX Runtime session per stage, carry kept between calls."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .manifest import IMAGE_INPUT, Manifest, ManifestError, StageSpec, load_manifest
+
+__all__ = ["AnytimeModel", "available_providers", "StageOutput"]
+
+Carry = dict[str, np.ndarray]
+StageOutput = tuple[Carry, dict[str, np.ndarray], float | None]  # new carry, heads, confidence
+
+
+def available_providers() -> list[str]:
+    """Execution providers this onnxruntime build offers (CUDA/TensorRT with onnxruntime-gpu)."""
+    return ort.get_available_providers()
+
+
+def _session(stage: StageSpec, providers: Sequence[str], threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(stage.file), options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
+        raise ManifestError(f"{stage.name}.file: {stage.file} is not a loadable ONNX graph: {exc}") from exc
+    graph_inputs = {i.name for i in session.get_inputs()}
+    graph_outputs = {o.name for o in session.get_outputs()}
+    if graph_inputs != set(stage.inputs):
+        raise ManifestError(f"{stage.name}.inputs: manifest says {sorted(stage.inputs)}, graph has {sorted(graph_inputs)}")
+    declared = set(stage.carry_outputs) | set(stage.head_outputs.values())
+    declared |= {stage.confidence_output} if stage.confidence_output else set()
+    if not declared <= graph_outputs:
+        raise ManifestError(f"{stage.name}: outputs {sorted(declared - graph_outputs)} not in the graph")
+    return session
+
+
+class AnytimeModel:
+    """Loads a manifest and runs its stages one at a time.
+
+    Args:
+        path: model directory or its ``manifest.yaml``.
+        providers: ONNX Runtime execution providers in priority order (default CPU).
+        threads: intra-op threads per session (0: onnxruntime decides).
+    """
+
+    def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int = 0) -> None:
+        unknown = [p for p in providers if p not in available_providers()]
+        if unknown:
+            raise ValueError(f"providers {unknown} not available; this onnxruntime has {available_providers()}")
+        self.manifest: Manifest = load_manifest(path)
+        self.providers = tuple(providers)
+        self.sessions = [_session(s, providers, threads) for s in self.manifest.stages]
+        self._full_session = (_session(self.manifest.full_model, providers, threads)
+                              if self.manifest.full_model else None)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.sessions)
+
+    def run_stage(self, k: int, image: np.ndarray, carry: Carry) -> StageOutput:
+        """Run stage ``k`` on the preprocessed image and the carry of stages ``< k``."""
+        spec = self.manifest.stages[k]
+        return self._run(self.sessions[k], spec, {**carry, IMAGE_INPUT: image})
+
+    def run_full(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the static single-graph model (benchmark baseline); heads only."""
+        if self._full_session is None:
+            raise RuntimeError(f"model {self.manifest.name} ships no full_model graph")
+        return self._run(self._full_session, self.manifest.full_model, {IMAGE_INPUT: image})[1]
+
+    @staticmethod
+    def _run(session: ort.InferenceSession, spec: StageSpec, available: Carry) -> StageOutput:
+        names = list(spec.carry_outputs) + list(spec.head_outputs.values())
+        if spec.confidence_output:
+            names.append(spec.confidence_output)
+        values = dict(zip(names, session.run(names, {n: available[n] for n in spec.inputs})))
+        carry = {n: values[n] for n in spec.carry_outputs}
+        heads = {key: values[name] for key, name in spec.head_outputs.items()}
+        confidence = float(np.ravel(values[spec.confidence_output])[0]) if spec.confidence_output else None
+        return carry, heads, confidence

@@ -1,0 +1,104 @@
+"""Vehicle modes from YAML: MAC budget, frame deadline and CPU-load ceiling per mode.
+
+```yaml
+default_mode: normal
+modes:
+  normal:       {mac_budget: 1.0,  deadline_ms: 50, cpu_load_ceiling: 0.9}
+  power_saving: {mac_budget: 0.35, deadline_ms: 80, cpu_load_ceiling: 0.6}
+```
+``mac_budget`` is a fraction of the full model in (0, 1] (a float) or an absolute MAC count (an
+integer > 1). ``cpu_load_ceiling`` is the share of all cores used by other processes above which
+refinement stops (1.0: never).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ModeError", "VehicleMode", "ModeTable", "load_modes", "parse_modes"]
+
+MODE_KEYS = {"mac_budget", "deadline_ms", "cpu_load_ceiling"}
+
+
+class ModeError(ValueError):
+    """Invalid modes file or unknown mode; the message names the field."""
+
+
+@dataclass(frozen=True)
+class VehicleMode:
+    """One mode with its MAC budget resolved to an absolute count."""
+
+    name: str
+    mac_budget: int
+    deadline_ms: float
+    cpu_load_ceiling: float
+
+
+@dataclass(frozen=True)
+class ModeTable:
+    """All modes of a file and the default one."""
+
+    modes: dict[str, VehicleMode]
+    default_mode: str
+
+    def get(self, name: str) -> VehicleMode:
+        """The mode called ``name``; ModeError naming the known modes otherwise."""
+        if name not in self.modes:
+            raise ModeError(f"unknown vehicle mode {name!r}; known: {', '.join(sorted(self.modes))}")
+        return self.modes[name]
+
+
+def _number(spec: dict, key: str, where: str) -> float:
+    value = spec.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModeError(f"{where}.{key}: expected a number, got {value!r}")
+    return value
+
+
+def _mode(name: str, spec: Any, full_macs: int) -> VehicleMode:
+    where = f"modes.{name}"
+    if not isinstance(spec, dict):
+        raise ModeError(f"{where}: expected a mapping with {sorted(MODE_KEYS)}")
+    unknown = set(spec) - MODE_KEYS
+    if unknown:
+        raise ModeError(f"{where}: unknown keys {sorted(unknown)} (allowed {sorted(MODE_KEYS)})")
+    budget = _number(spec, "mac_budget", where)
+    if isinstance(budget, float) and 0 < budget <= 1:
+        macs = int(round(budget * full_macs))
+    elif isinstance(budget, int) and budget > 1:
+        macs = budget
+    else:
+        raise ModeError(f"{where}.mac_budget: a fraction in (0, 1] or an integer MAC count > 1, got {budget!r}")
+    deadline = _number(spec, "deadline_ms", where)
+    if deadline <= 0:
+        raise ModeError(f"{where}.deadline_ms: must be > 0, got {deadline}")
+    ceiling = _number(spec, "cpu_load_ceiling", where)
+    if not 0 <= ceiling <= 1:
+        raise ModeError(f"{where}.cpu_load_ceiling: must be in [0, 1], got {ceiling}")
+    return VehicleMode(name, macs, float(deadline), float(ceiling))
+
+
+def parse_modes(data: Any, full_macs: int) -> ModeTable:
+    """Validate parsed YAML; fractions of the budget refer to ``full_macs``."""
+    if not isinstance(data, dict) or not isinstance(data.get("modes"), dict) or not data["modes"]:
+        raise ModeError("modes: expected a non-empty mapping of mode name -> settings")
+    modes = {str(name): _mode(str(name), spec, full_macs) for name, spec in data["modes"].items()}
+    default = str(data.get("default_mode", next(iter(modes))))
+    if default not in modes:
+        raise ModeError(f"default_mode: {default!r} is not one of {sorted(modes)}")
+    return ModeTable(modes, default)
+
+
+def load_modes(path: str | Path, full_macs: int) -> ModeTable:
+    """Read and validate a modes YAML file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ModeError(f"modes file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ModeError(f"modes file {path} is not valid YAML: {exc}") from exc
+    return parse_modes(data, full_macs)

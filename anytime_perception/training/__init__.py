@@ -1,0 +1,1 @@
+"""Offline training of anytime models (PyTorch). Produces checkpoints for ``export``."""

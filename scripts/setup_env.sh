@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Create or refresh the project's environment in <repo>/.venv. Idempotent; seconds when done.
+#   scripts/setup_env.sh           everything: venv + packages + CMake fixes + activate hook + install
+#   scripts/setup_env.sh env       only the environment (no build)
+#   scripts/setup_env.sh install   only the incremental cmake build + install of this package
+# ROS 2 comes from PyPI ros-* wheels (no ROS distro here): see shared/docs/ros-on-pip.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+V="$ROOT/.venv"
+BUILD="$ROOT/build"
+PYTHON="${PYTHON:-python3}"
+log() { echo "[setup_env] $*"; }
+
+setup_venv() {
+    [ -x "$V/bin/python" ] || { log "creating $V"; "$PYTHON" -m venv "$V"; }
+
+    # pip only when the requirement lists changed (stamp = hash of their contents).
+    local reqs=("$ROOT"/requirements/*.txt) args=() hash stamp="$V/.requirements.sha256"
+    hash="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
+        for r in "${reqs[@]}"; do args+=(-r "$r"); done
+        log "pip install ${args[*]}"
+        # The bootstrap flag stops ros_wheels_bootstrapper from re-executing pip.
+        _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$V/bin/python" -m pip install -q "${args[@]}"
+        echo "$hash" > "$stamp"
+    fi
+}
+
+# The wheels' exported CMake files hard-code the build machine's Python and numpy include dirs
+# (/opt/python/cp311-cp311/...); point them at the venv's. A no-op once done.
+patch_cmake_files() {
+    local files pyinc npinc
+    files="$(grep -rl --include='*.cmake' '/opt/python/cp3' "$V/share" || true)"
+    [ -n "$files" ] || return 0
+    pyinc="$(_ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$V/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+    npinc="$(_ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$V/bin/python" -c 'import numpy; print(numpy.get_include())')"
+    log "patching $(echo "$files" | wc -l) CMake files: python include -> $pyinc, numpy include -> $npinc"
+    echo "$files" | xargs sed -i -E \
+        -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$pyinc#g" \
+        -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/(_core|core)/include#$npinc#g"
+    if grep -rl --include='*.cmake' '/opt/python/cp3' "$V/share"; then
+        log "ERROR: unpatched /opt/python paths remain in the files above"; exit 1
+    fi
+}
+
+# Make `. .venv/bin/activate` set up the whole runtime environment (scripts/env.sh).
+hook_activate() {
+    local marker="# anytime_perception environment (added by scripts/setup_env.sh)"
+    grep -qF "$marker" "$V/bin/activate" && return 0
+    log "adding the environment hook to $V/bin/activate"
+    printf '\n%s\nANYTIME_VENV="$VIRTUAL_ENV"\n. "%s/scripts/env.sh"\nunset ANYTIME_VENV\n' \
+        "$marker" "$ROOT" >> "$V/bin/activate"
+}
+
+# Incremental cmake build + install into the venv: generated messages (anytime_perception.msg)
+# and the package's Python sources into site-packages, launch/config/models into
+# share/anytime_perception, executables into lib/anytime_perception (linked into .venv/bin).
+install_package() {
+    [ -x "$V/bin/python" ] || { log "no $V: run scripts/setup_env.sh (or make setup) first"; exit 1; }
+    # shellcheck source=env.sh
+    ANYTIME_VENV="$V" . "$ROOT/scripts/env.sh"   # PATH, AMENT_PREFIX_PATH, LD_LIBRARY_PATH
+    # A build dir from another checkout location cannot be reused.
+    if [ -f "$BUILD/CMakeCache.txt" ] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT" "$BUILD/CMakeCache.txt"; then
+        rm -rf "$BUILD"
+    fi
+    if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+        log "configuring $BUILD (log: $BUILD/configure.log)"
+        mkdir -p "$BUILD"
+        cmake -S "$ROOT" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$V" -DPython3_EXECUTABLE="$V/bin/python" \
+            -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DCMAKE_INSTALL_MESSAGE=LAZY \
+            >"$BUILD/configure.log" 2>&1 || { cat "$BUILD/configure.log"; exit 1; }
+    fi
+    cmake --build "$BUILD" -j "$(nproc)" >"$BUILD/build.log" 2>&1 || { cat "$BUILD/build.log"; exit 1; }
+    # (The generator's empty __init__.py is installed and then replaced by ours on every run.)
+    cmake --install "$BUILD" >"$BUILD/install.log" || { cat "$BUILD/install.log"; exit 1; }
+    log "installed into $V ($(grep -c '^-- Installing' "$BUILD/install.log") files written; log: $BUILD/install.log)"
+
+    # Remove installed modules whose source was deleted or renamed (install only adds files).
+    local pkg src="$ROOT/anytime_perception" f
+    pkg="$(echo "$V"/lib/python3*/site-packages/anytime_perception)"
+    (cd "$pkg" && find . -mindepth 1 \( -path ./msg -o -name __pycache__ \) -prune -o \
+        \( -type d -o -name '*.py' \) -print) | while read -r f; do
+        f="${f#./}"
+        if [ -e "$pkg/$f" ] && [ ! -e "$src/$f" ]; then log "removing stale $pkg/$f"; rm -rf "${pkg:?}/$f"; fi
+    done
+
+    for f in "$V/lib/anytime_perception"/*; do ln -sfn "$f" "$V/bin/$(basename "$f")"; done
+}
+
+case "${1:-all}" in
+    env) setup_venv; patch_cmake_files; hook_activate ;;
+    install) install_package ;;
+    all) setup_venv; patch_cmake_files; hook_activate; install_package ;;
+    *) echo "usage: $0 [all|env|install]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,37 @@
+"""pip-installable library and CLIs, without ROS (e.g. on a training machine).
+
+ROS builds use CMakeLists.txt (ament_cmake + rosidl) instead; see scripts/setup_env.sh.
+Without ROS, anytime_perception.msg and anytime_perception.ros are unavailable.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="anytime_perception",
+    version="0.1.0",
+    description="Anytime perception: staged detection under MAC budgets, deadlines and CPU load",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["anytime_perception", "anytime_perception.*"]),
+    install_requires=[
+        "numpy",
+        "onnxruntime",
+        "pyyaml",
+        "psutil",
+        "opencv-python-headless",
+    ],
+    extras_require={
+        # Exact torch pin: an open range pulls a multi-GB CUDA build from PyPI.
+        "train": ["torch==2.13.0", "onnx", "tqdm"],
+        "gpu": ["onnxruntime-gpu"],
+    },
+    entry_points={
+        "console_scripts": [
+            "anytime_node=anytime_perception.ros.node:main",
+            "anytime_replay=anytime_perception.ros.replay:main",
+            "anytime_demo=anytime_perception.ros.demo:main",
+            "anytime_train=anytime_perception.training.__main__:main",
+            "anytime_export=anytime_perception.export.__main__:main",
+            "anytime_eval=anytime_perception.eval.__main__:main",
+        ],
+    },
+)

@@ -1,0 +1,109 @@
+"""A real rclpy peer for integration tests: publishes camera frames, records the node's answers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from typing import Callable
+
+import numpy as np
+import rclpy
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter, parameter_value_to_python
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from anytime_perception.msg import DetectionArray
+from anytime_perception.ros.conversions import rgb_to_image
+
+NODE = "/anytime_perception"
+
+
+def start_node(domain: int, *ros_args: str) -> subprocess.Popen:
+    """The real ``anytime_node`` executable in its own process."""
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+    return subprocess.Popen(["anytime_node", "--ros-args", *ros_args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+class RosProbe:
+    """Camera publisher + result recorder on its own context and executor thread."""
+
+    def __init__(self, domain: int) -> None:
+        os.environ["ROS_DOMAIN_ID"] = str(domain)
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = Node("test_probe", context=self.context)
+        self.camera = self.node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
+        self.lock = threading.Lock()
+        self.received: dict[str, list[tuple[float, DetectionArray]]] = defaultdict(list)
+        for topic in ("preliminary", "refined"):
+            self.node.create_subscription(DetectionArray, f"/perception/{topic}",
+                                          lambda msg, t=topic: self._record(t, msg), 50)
+        self.set_client = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
+        self.get_client = self.node.create_client(GetParameters, f"{NODE}/get_parameters")
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _record(self, topic: str, msg: DetectionArray) -> None:
+        with self.lock:
+            self.received[topic].append((time.perf_counter(), msg))
+
+    def messages(self, topic: str) -> list[tuple[float, DetectionArray]]:
+        with self.lock:
+            return list(self.received[topic])
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if condition():
+                return True
+            time.sleep(0.02)
+        return condition()
+
+    def wait_for_node(self, timeout: float = 30.0) -> None:
+        assert self.set_client.wait_for_service(timeout_sec=timeout), "node's parameter service never appeared"
+        assert self.wait_until(lambda: self.camera.get_subscription_count() > 0, timeout), "node never subscribed"
+
+    def publish(self, rgb: np.ndarray, stamp_sec: int) -> Header:
+        header = Header(frame_id="camera")
+        header.stamp.sec = stamp_sec
+        self.camera.publish(rgb_to_image(rgb, header))
+        return header
+
+    def publish_raw(self, msg: Image) -> None:
+        self.camera.publish(msg)
+
+    def finals(self) -> dict[int, DetectionArray]:
+        return {m.header.stamp.sec: m for _, m in self.messages("refined") if m.is_final}
+
+    def set_parameter(self, name: str, value) -> tuple[bool, str]:
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        result = self._call(self.set_client, request).results[0]
+        return result.successful, result.reason
+
+    def get_parameter(self, name: str):
+        response = self._call(self.get_client, GetParameters.Request(names=[name]))
+        return parameter_value_to_python(response.values[0])
+
+    @staticmethod
+    def _call(client, request, timeout: float = 10.0):
+        future = client.call_async(request)
+        end = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < end:
+            time.sleep(0.01)
+        assert future.done(), f"service {client.srv_name} did not answer in {timeout} s"
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)

@@ -1,0 +1,107 @@
+"""The real node in its own process over real DDS: timing order, stamps, modes, bad input."""
+from __future__ import annotations
+
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+
+from anytime_perception.data.road_signs import load_split, read_rgb
+from anytime_perception.runtime import load_manifest, load_modes
+
+from conftest import MODES_FILE, SHIPPED_MODEL
+from ros_probe import RosProbe, start_node
+
+DOMAIN = 20 + os.getpid() % 70
+
+
+@pytest.fixture(scope="module")
+def frames(road_signs_root):
+    """Real validation images at camera size (640x480)."""
+    return [cv2.resize(read_rgb(s.image_path), (640, 480)) for s in load_split(road_signs_root, "val")[:12]]
+
+
+@pytest.fixture(scope="module")
+def probe():
+    node = start_node(DOMAIN, "-p", "vehicle_mode:=normal", "-p", "preempt_on_new_frame:=false")
+    peer = RosProbe(DOMAIN)
+    try:
+        peer.wait_for_node()
+        yield peer
+    finally:
+        peer.close()
+        node.terminate()
+        output = node.communicate(timeout=10)[0]
+        print(output)
+    assert node.returncode in (0, -15), output
+
+
+def _send(probe, frames, first_stamp):
+    stamps = []
+    for i, frame in enumerate(frames):
+        probe.publish(frame, first_stamp + i)
+        stamps.append(first_stamp + i)
+        assert probe.wait_until(lambda s=first_stamp + i: s in probe.finals(), 10.0), f"no final for frame {i}"
+    return stamps
+
+
+def test_preliminary_arrives_before_final_with_identical_stamp(probe, frames):
+    stamps = _send(probe, frames[:6], first_stamp=1000)
+    prelim = {m.header.stamp.sec: (t, m) for t, m in probe.messages("preliminary")}
+    refined = [(t, m) for t, m in probe.messages("refined") if m.header.stamp.sec in stamps]
+    for stamp in stamps:
+        t_pre, pre = prelim[stamp]
+        ours = [(t, m) for t, m in refined if m.header.stamp.sec == stamp]
+        finals = [(t, m) for t, m in ours if m.is_final]
+        assert len(finals) == 1, f"frame {stamp}: {len(finals)} final messages"
+        t_final, final = finals[0]
+        assert pre.stage == 0 and t_pre <= t_final
+        assert pre.header.stamp == final.header.stamp and pre.header.frame_id == "camera"
+        stages = [m.stage for _, m in ours]
+        assert stages == sorted(stages) and len(set(stages)) == len(stages)
+        assert final.stop_reason in ("complete", "budget", "deadline", "load")
+        assert final.macs >= pre.macs and final.num_stages >= 3 and final.mode == "normal"
+        assert all(0 <= d.center_x <= 640 and 0 <= d.center_y <= 480 for d in final.detections)
+    assert any(m.stage == m.num_stages - 1 for _, m in refined), "no frame was refined to the last stage"
+
+
+def test_unknown_mode_is_rejected_and_old_mode_kept(probe):
+    ok, reason = probe.set_parameter("vehicle_mode", "warp_speed")
+    assert not ok and "unknown vehicle mode 'warp_speed'" in reason
+    assert probe.get_parameter("vehicle_mode") == "normal"
+    ok, reason = probe.set_parameter("score_threshold", 1.5)
+    assert not ok and "score_threshold" in reason
+
+
+def test_mode_switch_through_set_parameters_lowers_macs_to_budget(probe, frames):
+    budget = load_modes(MODES_FILE, load_manifest(SHIPPED_MODEL).total_macs).get("power_saving").mac_budget
+    ok, reason = probe.set_parameter("vehicle_mode", "power_saving")
+    assert ok, reason
+    stamps = _send(probe, frames[6:12], first_stamp=2000)
+    finals = probe.finals()
+    for stamp in stamps:
+        final = finals[stamp]
+        assert final.mode == "power_saving" and final.mac_budget == budget
+        assert final.macs <= budget or final.stage == 0
+    normal = [m for s, m in finals.items() if 1000 <= s < 1100]
+    assert max(m.macs for m in normal) > max(finals[s].macs for s in stamps)
+    assert probe.set_parameter("vehicle_mode", "normal")[0]
+
+
+def test_malformed_images_are_skipped_and_the_node_keeps_running(probe, frames):
+    good = frames[0]
+    bad = [
+        Image(height=480, width=640, encoding="yuv422", step=1280, data=bytes(480 * 1280)),
+        Image(height=480, width=640, encoding="rgb8", step=1920, data=bytes(1000)),
+        Image(height=0, width=0, encoding="rgb8", step=0, data=b""),
+        Image(height=480, width=640, encoding="rgb8", step=100, data=bytes(480 * 1920)),
+    ]
+    for i, msg in enumerate(bad):
+        msg.header.stamp.sec = 3000 + i
+        probe.publish_raw(msg)
+        time.sleep(0.2)  # one at a time through the keep-last-1 subscription
+    _send(probe, [good], first_stamp=3100)
+    assert not any(3000 <= s < 3100 for s in probe.finals())

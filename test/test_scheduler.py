@@ -1,0 +1,58 @@
+"""Scheduler decisions (one test per stop reason) and the online latency estimate."""
+from __future__ import annotations
+
+import pytest
+
+from anytime_perception.runtime import LatencyEstimator, StageContext, StopReason, VehicleMode, decide
+
+MODE = VehicleMode("normal", mac_budget=1000, deadline_ms=50.0, cpu_load_ceiling=0.8)
+
+
+def _ctx(**changes) -> StageContext:
+    base = dict(next_stage=1, num_stages=3, macs_used=100, next_stage_macs=200, now=10.010,
+                frame_start=10.0, predicted_stage_s=0.005, other_cpu_load=0.1, confident=False,
+                newer_frame_waiting=False)
+    return StageContext(**{**base, **changes})
+
+
+def test_next_stage_runs_when_everything_permits():
+    assert decide(_ctx(), MODE) is None
+
+
+def test_scheduler_stops_when_complete():
+    assert decide(_ctx(next_stage=3), MODE) is StopReason.COMPLETE
+
+
+def test_scheduler_stops_on_budget():
+    assert decide(_ctx(macs_used=900, next_stage_macs=101), MODE) is StopReason.BUDGET
+    assert decide(_ctx(macs_used=900, next_stage_macs=100), MODE) is None  # exactly fits
+
+
+def test_scheduler_stops_on_deadline():
+    # 10 ms elapsed + 41 ms predicted > 50 ms deadline
+    assert decide(_ctx(predicted_stage_s=0.041), MODE) is StopReason.DEADLINE
+    assert decide(_ctx(predicted_stage_s=0.039), MODE) is None
+
+
+def test_scheduler_stops_on_load():
+    assert decide(_ctx(other_cpu_load=0.85), MODE) is StopReason.LOAD
+
+
+def test_scheduler_stops_when_confident():
+    assert decide(_ctx(confident=True), MODE) is StopReason.CONFIDENT
+
+
+def test_scheduler_stops_when_preempted():
+    assert decide(_ctx(newer_frame_waiting=True), MODE) is StopReason.PREEMPTED
+
+
+def test_latency_estimate_follows_measurements_with_margin():
+    est = LatencyEstimator(2, alpha=0.5, k=2.0)
+    assert est.predict(1) == 0.0
+    est.update(1, 0.010)
+    assert est.predict(1) == pytest.approx(0.010)
+    est.update(1, 0.020)  # mean 0.015, deviation 0.005 -> 0.015 + 2 * 0.005
+    assert est.predict(1) == pytest.approx(0.025)
+    for _ in range(30):  # contention: stage times grow, so does the prediction
+        est.update(1, 0.040)
+    assert est.predict(1) == pytest.approx(0.040, rel=0.01)
