@@ -19,6 +19,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from diagnostic_msgs.msg import DiagnosticArray
+
 from anytime_perception.msg import DetectionArray
 from anytime_perception.ros.conversions import rgb_to_image
 
@@ -46,6 +48,7 @@ class RosProbe:
         for topic in ("preliminary", "refined"):
             self.node.create_subscription(DetectionArray, f"/perception/{topic}",
                                           lambda msg, t=topic: self._record(t, msg), 50)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: self._record("diagnostics", msg), 10)
         self.set_client = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
         self.get_client = self.node.create_client(GetParameters, f"{NODE}/get_parameters")
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -56,6 +59,11 @@ class RosProbe:
     def _record(self, topic: str, msg: DetectionArray) -> None:
         with self.lock:
             self.received[topic].append((time.perf_counter(), msg))
+
+    def diagnostics(self) -> dict[str, str]:
+        """Key/values of the node's latest diagnostics status ({} before the first)."""
+        latest = self.messages("diagnostics")
+        return {kv.key: kv.value for kv in latest[-1][1].status[0].values} if latest else {}
 
     def messages(self, topic: str) -> list[tuple[float, DetectionArray]]:
         with self.lock:

@@ -26,7 +26,8 @@ def frames(road_signs_root):
 
 @pytest.fixture(scope="module")
 def probe():
-    node = start_node(DOMAIN, "-p", "vehicle_mode:=normal", "-p", "preempt_on_new_frame:=false")
+    node = start_node(DOMAIN, "-p", "vehicle_mode:=normal", "-p", "preempt_on_new_frame:=false",
+                      "-p", "diagnostics_period_s:=0.2")
     peer = RosProbe(DOMAIN)
     try:
         peer.wait_for_node()
@@ -105,3 +106,14 @@ def test_malformed_images_are_skipped_and_the_node_keeps_running(probe, frames):
         time.sleep(0.2)  # one at a time through the keep-last-1 subscription
     _send(probe, [good], first_stamp=3100)
     assert not any(3000 <= s < 3100 for s in probe.finals())
+    assert probe.wait_until(lambda: probe.diagnostics().get("rejected_images") == str(len(bad)), 5.0), \
+        probe.diagnostics()
+
+
+def test_diagnostics_report_stages_budget_and_latency(probe):
+    assert probe.wait_until(lambda: int(probe.diagnostics().get("frames", 0)) >= 13, 5.0)
+    diag = probe.diagnostics()
+    assert float(diag["deadline_miss_rate"]) <= 1.0
+    assert sum(int(v) for k, v in diag.items() if k.startswith("final_stage_")) == min(300, int(diag["frames"]))
+    assert 0 < float(diag["preliminary_latency_p50_ms"]) <= float(diag["final_latency_p50_ms"])
+    assert 0 < float(diag["macs_over_budget_mean"]) <= 1.0

@@ -48,24 +48,54 @@ def evaluate_detector(model: AnytimeModel, data: str | Path, split: str = "val",
     return rows
 
 
+def markdown_table(rows: list[dict], labels: tuple[str, ...]) -> str:
+    """Rows as a markdown table: stage, MACs, mAP@0.5 and AP per class."""
+    lines = ["| stage | cumulative MMACs | of full | mAP@0.5 | " + " | ".join(labels) + " |",
+             "|---" * (4 + len(labels)) + "|"]
+    for r in rows:
+        aps = " | ".join(f"{r['ap50'][label]:.3f}" for label in labels)
+        lines.append(f"| {r['stage']} | {r['cumulative_macs'] / 1e6:.1f} | {r['macs_fraction']:.1%} | "
+                     f"**{r['map50']:.3f}** | {aps} |")
+    return "\n".join(lines)
+
+
+def plot(rows_by_model: dict[str, list[dict]], path: Path) -> None:
+    """mAP@0.5 against cumulative MACs, one line per model (matplotlib, imported on demand)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for name, rows in rows_by_model.items():
+        ax.plot([r["cumulative_macs"] / 1e6 for r in rows], [r["map50"] for r in rows], "o-", label=name)
+    ax.set_xlabel("cumulative MMACs per frame")
+    ax.set_ylabel("mAP@0.5 (road_signs val)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True, help="model directory (with manifest.yaml)")
+    parser.add_argument("--model", required=True, nargs="+", help="model directories (with manifest.yaml)")
     parser.add_argument("--data", required=True, help="road_signs root")
     parser.add_argument("--split", default="val", choices=["train", "val", "all"])
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--plot", type=Path, help="also plot mAP vs MACs of every model to this PNG")
     args = parser.parse_args(argv)
-    model = AnytimeModel(args.model)
-    rows = evaluate_detector(model, args.data, args.split)
-    labels = model.manifest.labels
-    print(f"{model.manifest.name} on {args.split}: mAP@0.5 per stage vs cumulative MACs")
-    print(f"{'stage':>5} {'MMACs':>8} {'of full':>8} {'mAP@0.5':>8} " + " ".join(f"{l:>12}" for l in labels))
-    for r in rows:
-        print(f"{r['stage']:>5} {r['cumulative_macs'] / 1e6:>8.1f} {r['macs_fraction']:>8.1%} {r['map50']:>8.3f} "
-              + " ".join(f"{r['ap50'][l]:>12.3f}" for l in labels))
+    results = {}
+    for path in args.model:
+        model = AnytimeModel(path)
+        rows = evaluate_detector(model, args.data, args.split)
+        results[model.manifest.name] = rows
+        print(f"\n{model.manifest.name} on {args.split}: mAP@0.5 per stage vs cumulative MACs\n")
+        print(markdown_table(rows, model.manifest.labels))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
+    if args.plot:
+        plot(results, args.plot)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from .layers import NestedConvBNReLU, StageHead
 
-__all__ = ["AnyWidthConfig", "AnyWidthDetector", "anywidth_centernet_s3"]
+__all__ = ["AnyWidthConfig", "AnyWidthDetector", "anywidth_centernet_s3", "anywidth_centernet_patch_s3"]
 
 Carry = dict[str, Tensor]
 
@@ -32,6 +32,7 @@ class AnyWidthConfig:
     )
     head_hidden: int = 48
     output_stride: int = 8
+    patch_stem: bool = False  # 4x4 stride-4 patchify stem instead of 3x3 stride 2 + stride-2 conv
 
 
 def _split(width: int, fractions: tuple[float, ...]) -> list[int]:
@@ -49,8 +50,9 @@ class AnyWidthDetector(nn.Module):
         self.groups = g
         self.layers = nn.ModuleDict(
             {
-                "stem": NestedConvBNReLU([3], g["stem"], 3, 2, shared_input=True),  # /2
-                "c2a": NestedConvBNReLU(g["stem"], g["c2"], 3, 2),  # /4
+                "stem": (NestedConvBNReLU([3], g["stem"], 4, 4, padding=0, shared_input=True)  # /4
+                         if config.patch_stem else NestedConvBNReLU([3], g["stem"], 3, 2, shared_input=True)),  # /2
+                "c2a": NestedConvBNReLU(g["stem"], g["c2"], 3, 1 if config.patch_stem else 2),  # /4
                 "c2b": NestedConvBNReLU(g["c2"], g["c2"]),
                 "c3a": NestedConvBNReLU(g["c2"], g["c3"], 3, 2),  # /8
                 "c3b": NestedConvBNReLU(g["c3"], g["c3"]),
@@ -125,3 +127,14 @@ def _pairwise(deep: list[int], lateral: list[int]) -> list[int]:
 def anywidth_centernet_s3(num_classes: int, input_size: int = 320) -> AnyWidthDetector:
     """Three-stage any-width CenterNet (stage widths 1/4, 1/2, 1 of every layer)."""
     return AnyWidthDetector(AnyWidthConfig(num_classes=num_classes, input_size=input_size))
+
+
+def anywidth_centernet_patch_s3(num_classes: int, input_size: int = 320) -> AnyWidthDetector:
+    """Three stages with a patchify stem, 1.25x widths and stage widths 1/5, 1/2, 1 of every layer.
+
+    Stage 0 keeps the width of ``anywidth_centernet_s3``'s stage 0 while the later stages grow,
+    so the preliminary answer costs a smaller share of the full model.
+    """
+    return AnyWidthDetector(AnyWidthConfig(
+        num_classes=num_classes, input_size=input_size, group_fractions=(0.2, 0.3, 0.5), patch_stem=True,
+        widths={"stem": 20, "c2": 40, "c3": 80, "c4": 160, "c5": 160, "neck": 80}))

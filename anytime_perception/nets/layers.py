@@ -23,6 +23,7 @@ class NestedConvBNReLU(nn.Module):
         out_groups: channels of each output group.
         kernel_size: square kernel size.
         stride: convolution stride.
+        padding: zero padding (default ``kernel_size // 2``; 0 for a patchify stem).
         shared_input: every group reads the whole of ``in_groups[0]`` (used by the stem).
     """
 
@@ -32,6 +33,7 @@ class NestedConvBNReLU(nn.Module):
         out_groups: Sequence[int],
         kernel_size: int = 3,
         stride: int = 1,
+        padding: int | None = None,
         shared_input: bool = False,
     ) -> None:
         super().__init__()
@@ -41,7 +43,8 @@ class NestedConvBNReLU(nn.Module):
             in_ch = in_groups[0] if shared_input else sum(in_groups[: g + 1])
             self.blocks.append(
                 nn.Sequential(
-                    nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, bias=False),
+                    nn.Conv2d(in_ch, out_ch, kernel_size, stride,
+                              kernel_size // 2 if padding is None else padding, bias=False),
                     nn.BatchNorm2d(out_ch),
                     nn.ReLU(inplace=True),
                 )

@@ -42,16 +42,17 @@ class TimelineView(Node):
         self.out_dir = out_dir
         self.stages: dict[tuple[int, int], list[DetectionArray]] = defaultdict(list)
         self.finals: list[DetectionArray] = []
-        self.create_subscription(DetectionArray, "/perception/preliminary", self.result_callback, 10)
-        self.create_subscription(DetectionArray, "/perception/refined", self.result_callback, 10)
+        self.create_subscription(DetectionArray, "/perception/preliminary", self.preliminary_callback, 10)
+        self.create_subscription(DetectionArray, "/perception/refined", self.refined_callback, 10)
         self.create_subscription(Image, "/perception/debug_image", self.debug_image_callback, qos_profile_sensor_data)
         self.mode_client = self.create_client(SetParameters, "/anytime_perception/set_parameters")
 
-    def result_callback(self, msg: DetectionArray) -> None:
+    def preliminary_callback(self, msg: DetectionArray) -> None:
+        self.stages[_stamp_key(msg)].insert(0, msg)  # stage 0 goes first even if it arrives late
+
+    def refined_callback(self, msg: DetectionArray) -> None:
         timeline = self.stages[_stamp_key(msg)]
-        if timeline and timeline[-1].stage == msg.stage:  # the final copy of a stage-0-only frame
-            timeline[-1] = msg
-        else:
+        if msg.stage > 0 or not timeline:  # stage 0 is already there unless its copy came first
             timeline.append(msg)
         if msg.is_final:
             self.finals.append(msg)

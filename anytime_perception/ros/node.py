@@ -64,7 +64,7 @@ class AnytimePerceptionNode(Node):
         self.declare_parameter("model", DEFAULT_MODEL, ParameterDescriptor(
             description="model directory, or a model name under the package's models/", read_only=True))
         self.declare_parameter("providers", ["CPUExecutionProvider"], read_only)
-        self.declare_parameter("intra_op_threads", 0, read_only)
+        self.declare_parameter("intra_op_threads", 1, read_only)
         self.declare_parameter("score_threshold", 0.3)
         self.declare_parameter("publish_debug_image", False)
         self.declare_parameter("preempt_on_new_frame", True)
@@ -162,6 +162,7 @@ class AnytimePerceptionNode(Node):
             out = result_to_msg(result, msg.header)
             if result.stage == 0:
                 self.preliminary_pub.publish(out)
+                self.stats.add_overhead((time.perf_counter() - received_at) * 1000.0 - result.stage_ms)
             if result.stage > 0 or result.is_final:
                 self.refined_pub.publish(out)
             if result.is_final and self.publish_debug:

@@ -22,6 +22,7 @@ def draw_detections(rgb: np.ndarray, result: StageResult) -> np.ndarray:
         cv2.putText(out, f"{d.label} {d.score:.2f}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1)
     banner = (f"stage {result.stage + 1}/{result.num_stages}  {result.macs / 1e6:.0f}M MACs  "
               f"{result.latency_ms:.1f} ms  {result.mode}  {result.stop_reason}")
-    cv2.putText(out, banner, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2)
-    cv2.putText(out, banner, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    (width, height), _ = cv2.getTextSize(banner, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    cv2.rectangle(out, (0, 0), (width + 12, height + 12), (0, 0, 0), -1)
+    cv2.putText(out, banner, (6, height + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return out

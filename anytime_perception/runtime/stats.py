@@ -18,6 +18,7 @@ class PipelineStats:
         self._lock = threading.Lock()
         self._final: deque[StageResult] = deque(maxlen=window)
         self._preliminary_ms: deque[float] = deque(maxlen=window)
+        self._overhead_ms: deque[float] = deque(maxlen=window)
         self.frames = 0
         self.dropped = 0  # frames replaced in the mailbox before processing
         self.rejected = 0  # malformed images
@@ -28,6 +29,11 @@ class PipelineStats:
             self.frames += 1
             self._preliminary_ms.append(results[0].latency_ms)
             self._final.append(results[-1])
+
+    def add_overhead(self, milliseconds: float) -> None:
+        """Record the adapter's own cost for one frame (receipt -> preliminary published, minus stage 0)."""
+        with self._lock:
+            self._overhead_ms.append(milliseconds)
 
     def count_dropped(self) -> None:
         with self._lock:
@@ -40,7 +46,7 @@ class PipelineStats:
     def summary(self) -> dict[str, float | int | str]:
         """Key figures of the window: miss rate, stages, stop reasons, MACs vs budget, latency."""
         with self._lock:
-            final, prelim = list(self._final), list(self._preliminary_ms)
+            final, prelim, overhead = list(self._final), list(self._preliminary_ms), list(self._overhead_ms)
             out: dict[str, float | int | str] = {"frames": self.frames, "dropped_frames": self.dropped,
                                                  "rejected_images": self.rejected}
         if not final:
@@ -56,5 +62,7 @@ class PipelineStats:
         for q in (50, 90, 99):
             out[f"final_latency_p{q}_ms"] = float(np.percentile(latency, q))
             out[f"preliminary_latency_p{q}_ms"] = float(np.percentile(prelim, q))
+            if overhead:
+                out[f"ros_overhead_p{q}_ms"] = float(np.percentile(overhead, q))
         out["mode"] = final[-1].mode
         return out

@@ -1,0 +1,36 @@
+"""Launch the anytime perception node (real ROS 2 installs: needs launch and launch_ros).
+
+    ros2 launch anytime_perception node.launch.py
+    ros2 launch anytime_perception node.launch.py vehicle_mode:=power_saving image:=/front/image_raw
+
+Camera drivers exchanging large images with this node must use the same Fast DDS transport
+settings: this file sets FASTDDS_DEFAULT_PROFILES_FILE to the package's profile for the node;
+export the same variable for the camera driver (see the README).
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = get_package_share_directory("anytime_perception")
+    return LaunchDescription([
+        DeclareLaunchArgument("vehicle_mode", default_value="normal", description="initial vehicle mode"),
+        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "params.yaml")),
+        DeclareLaunchArgument("image", default_value="/camera/image_raw", description="camera topic"),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                               os.path.join(share, "config", "fastdds_profile.xml")),
+        Node(
+            package="anytime_perception",
+            executable="anytime_node",
+            name="anytime_perception",
+            output="screen",
+            parameters=[LaunchConfiguration("params_file"),
+                        {"vehicle_mode": LaunchConfiguration("vehicle_mode")}],
+            remappings=[("/camera/image_raw", LaunchConfiguration("image"))],
+        ),
+    ])

@@ -1,0 +1,55 @@
+"""Static checks of what cannot run here (launch_ros is not installable): the launch file names
+the real executable, params.yaml only sets parameters the node declares, packaging is consistent."""
+from __future__ import annotations
+
+import ast
+import xml.etree.ElementTree as ET
+
+import rclpy
+import yaml
+
+from anytime_perception.ros.node import AnytimePerceptionNode
+
+from conftest import REPO
+
+
+def _launch_node_keywords() -> dict[str, object]:
+    tree = ast.parse((REPO / "launch" / "node.launch.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Node"]
+    assert len(calls) == 1, "the launch file should start exactly one Node"
+    return {k.arg: k.value.value for k in calls[0].keywords if isinstance(k.value, ast.Constant)}
+
+
+def test_launch_file_names_the_installed_executable():
+    keywords = _launch_node_keywords()
+    assert keywords["package"] == "anytime_perception"
+    assert keywords["name"] == "anytime_perception"
+    executable = keywords["executable"]
+    assert (REPO / "scripts" / executable).is_file()
+    assert f"scripts/{executable}" in (REPO / "CMakeLists.txt").read_text()
+    assert f"{executable}=" in (REPO / "setup.py").read_text()
+
+
+def test_params_yaml_sets_only_declared_parameters():
+    params = yaml.safe_load((REPO / "config" / "params.yaml").read_text())
+    assert list(params) == ["anytime_perception"]
+    keys = set(params["anytime_perception"]["ros__parameters"])
+    rclpy.init()
+    try:
+        node = AnytimePerceptionNode()
+        declared = set(node._parameters) - {"use_sim_time", "start_type_description_service"}  # rclpy built-ins
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+    assert keys <= declared, f"params.yaml sets undeclared parameters {keys - declared}"
+    assert declared <= keys, f"params.yaml does not document {declared - keys}"
+
+
+def test_package_xml_is_an_interface_package_built_with_ament_cmake():
+    root = ET.parse(REPO / "package.xml").getroot()
+    assert root.findtext("name") == "anytime_perception"
+    assert root.find("export/build_type").text == "ament_cmake"
+    assert "rosidl_interface_packages" in [e.text for e in root.findall("member_of_group")]
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    for msg in sorted((REPO / "msg").glob("*.msg")):
+        assert f"msg/{msg.name}" in cmake
