@@ -117,3 +117,28 @@ def test_diagnostics_report_stages_budget_and_latency(probe):
     assert sum(int(v) for k, v in diag.items() if k.startswith("final_stage_")) == min(300, int(diag["frames"]))
     assert 0 < float(diag["preliminary_latency_p50_ms"]) <= float(diag["final_latency_p50_ms"])
     assert 0 < float(diag["macs_over_budget_mean"]) <= 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "model:=/nonexistent/model"], "cannot start: '/nonexistent/model' is neither an existing path nor in share/anytime_perception/models/"),
+    (["-p", "vehicle_mode:=warp"], "cannot start: unknown vehicle mode 'warp'"),
+    (["-p", "score_threshold:=1.5"], "cannot start: score_threshold must be in (0, 1)"),
+    (["-p", "image_reliability:=sometimes"], "cannot start: image_reliability must be best_effort or reliable"),
+])
+def test_bad_startup_configuration_exits_with_a_clear_error(args, message):
+    node = start_node(DOMAIN + 1, *args)
+    output = node.communicate(timeout=60)[0]
+    assert node.returncode == 1, output
+    assert message in output, output
+
+
+def test_corrupt_model_and_invalid_modes_file_exit_with_a_clear_error(tmp_path, tiny_model):
+    (tiny_model / "stage0.onnx").write_bytes(b"not an onnx graph")
+    node = start_node(DOMAIN + 1, "-p", f"model:={tiny_model}")
+    output = node.communicate(timeout=60)[0]
+    assert node.returncode == 1 and "stage0.file" in output and "not a loadable ONNX graph" in output, output
+    modes = tmp_path / "modes.yaml"
+    modes.write_text("modes: {normal: {mac_budget: 2.5, deadline_ms: 10, cpu_load_ceiling: 1}}")
+    node = start_node(DOMAIN + 1, "-p", f"modes_file:={modes}")
+    output = node.communicate(timeout=60)[0]
+    assert node.returncode == 1 and "modes.normal.mac_budget" in output, output

@@ -24,7 +24,7 @@ from std_msgs.msg import Header
 
 from anytime_perception.msg import DetectionArray
 
-from ..runtime import AnytimeEngine, AnytimeModel, ModeError, StageResult, load_modes
+from ..runtime import AnytimeEngine, AnytimeModel, ManifestError, ModeError, StageResult, load_modes
 from ..runtime.annotate import draw_detections
 from ..runtime.mailbox import LatestSlot
 from ..runtime.stats import PipelineStats
@@ -48,7 +48,12 @@ def share_path(relative: str) -> Path:
 def _resolve(value: str, kind: str, default: str) -> Path:
     """A parameter naming a file/dir: an existing path, or a name under the package share dir."""
     value = value or default
-    return Path(value) if Path(value).exists() else share_path(f"{kind}/{value}")
+    if Path(value).exists():
+        return Path(value)
+    try:
+        return share_path(f"{kind}/{value}")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{value!r} is neither an existing path nor in share/{PACKAGE}/{kind}/") from None
 
 
 class AnytimePerceptionNode(Node):
@@ -73,6 +78,10 @@ class AnytimePerceptionNode(Node):
         self.declare_parameter("diagnostics_period_s", 1.0, read_only)
 
         param = self.get_parameter
+        initial = self.validate_parameters(
+            [param(name) for name in ("score_threshold", "diagnostics_period_s", "intra_op_threads")])
+        if not initial.successful:
+            raise ValueError(initial.reason)
         model = AnytimeModel(_resolve(param("model").value, "models", DEFAULT_MODEL),
                              providers=list(param("providers").value),
                              threads=param("intra_op_threads").value)
@@ -119,9 +128,12 @@ class AnytimePerceptionNode(Node):
                     self.engine.modes.get(p.value)
                 except ModeError as exc:
                     return SetParametersResult(successful=False, reason=str(exc))
-            elif p.name == "score_threshold" and not (
-                    p.type_ == Parameter.Type.DOUBLE and 0.0 < p.value < 1.0):
-                return SetParametersResult(successful=False, reason="score_threshold must be a double in (0, 1)")
+            elif p.name == "score_threshold" and not 0.0 < p.value < 1.0:
+                return SetParametersResult(successful=False, reason=f"score_threshold must be in (0, 1), got {p.value}")
+            elif p.name == "diagnostics_period_s" and not p.value > 0.0:
+                return SetParametersResult(successful=False, reason=f"diagnostics_period_s must be > 0, got {p.value}")
+            elif p.name == "intra_op_threads" and p.value < 0:
+                return SetParametersResult(successful=False, reason=f"intra_op_threads must be >= 0, got {p.value}")
         return SetParametersResult(successful=True)
 
     def apply_parameters(self, params: list[Parameter]) -> None:
@@ -191,19 +203,24 @@ class AnytimePerceptionNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None) -> int:
+    """Run the node; a bad model, modes file or parameter ends it with a clear error (exit 1)."""
     rclpy.init(args=args)
-    node = None
     try:
         node = AnytimePerceptionNode()
+    except (ManifestError, ModeError, FileNotFoundError, ValueError) as exc:
+        rclpy.logging.get_logger("anytime_perception").fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            node.destroy_node()
+        node.destroy_node()
         rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
