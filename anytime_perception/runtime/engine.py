@@ -53,15 +53,26 @@ class AnytimeEngine:
         self._mode = self.modes.get(name)
 
     def _warm_up(self, runs: int) -> None:
+        """Run every stage ``runs`` times: first-run allocations out of the way, estimates seeded."""
         size = self.model.manifest.input.size
-        image = np.zeros((size, size, 3), np.uint8)
+        x, _ = preprocess(np.zeros((size, size, 3), np.uint8), self.model.manifest.input)
         for _ in range(runs):
-            self.process(image, warmup=True)
+            carry: dict[str, np.ndarray] = {}
+            for k in range(self.model.num_stages):
+                carry.update(self._run_stage(k, x, carry)[0])
+
+    def _run_stage(self, k: int, x: np.ndarray, carry: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float | None, float]:
+        """Run stage ``k``, feed its time to the latency estimate; returns the outputs and seconds."""
+        t0 = time.perf_counter()
+        new_carry, heads, confidence = self.model.run_stage(k, x, carry)
+        seconds = time.perf_counter() - t0
+        self.latency.update(k, seconds)
+        return new_carry, heads, confidence, seconds
 
     def process(self, image: np.ndarray, received_at: float | None = None,
                 on_result: ResultCallback | None = None,
-                newer_frame_waiting: Callable[[], bool] | None = None,
-                warmup: bool = False) -> list[StageResult]:
+                newer_frame_waiting: Callable[[], bool] | None = None) -> list[StageResult]:
         """Run one RGB uint8 frame; ``on_result`` gets each result as soon as it exists.
 
         ``received_at`` is the frame's receipt time on ``time.perf_counter``'s clock (default:
@@ -76,16 +87,13 @@ class AnytimeEngine:
         stages = manifest.stages
         macs = 0
         for k, spec in enumerate(stages):
-            t0 = time.perf_counter()
-            new_carry, heads, confidence = self.model.run_stage(k, x, carry)
-            t1 = time.perf_counter()
-            self.latency.update(k, t1 - t0)
+            new_carry, heads, confidence, seconds = self._run_stage(k, x, carry)
             carry.update(new_carry)
             macs += spec.macs
             detections = decode_centernet(heads, manifest.decoder, box, manifest.labels, self.score_threshold)
             mode = self._mode  # the stage boundary: a mode switch applies from here
             last = k + 1 == len(stages)
-            reason = None if warmup and not last else decide(StageContext(
+            reason = decide(StageContext(
                 next_stage=k + 1,
                 num_stages=len(stages),
                 macs_used=macs,
@@ -102,7 +110,7 @@ class AnytimeEngine:
                 mac_budget=mode.mac_budget, latency_ms=(time.perf_counter() - start) * 1000.0,
                 deadline_ms=mode.deadline_ms, mode=mode.name,
                 stop_reason=reason.value if reason is not None else "", detections=detections,
-                confidence=confidence, stage_ms=(t1 - t0) * 1000.0)
+                confidence=confidence, stage_ms=seconds * 1000.0)
             results.append(result)
             if on_result is not None:
                 on_result(result)
