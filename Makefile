@@ -12,6 +12,11 @@ STAMP := $(VENV)/.setup.stamp
 RUN   := . $(VENV)/bin/activate &&
 ARGS ?=
 PYTEST_ARGS ?=
+# Real data beside the checkout (../shared/datasets); override with DATASETS=/path/to/datasets.
+DATASETS ?= $(or $(ANYTIME_DATASETS),$(abspath ../shared/datasets))
+ROAD_SIGNS := $(DATASETS)/road_signs
+MODEL ?= models/road_signs_anywidth
+DEMO_ARGS ?= --source $(ROAD_SIGNS) --frames 40 --rate 10 --out demo_out
 
 .PHONY: setup install test demo bench train export eval clean distclean
 
@@ -33,19 +38,19 @@ test: install
 	$(RUN) pytest test/ $(PYTEST_ARGS)
 
 demo: install
-	$(RUN) anytime_demo $(ARGS)
+	$(RUN) anytime_demo $(DEMO_ARGS) $(ARGS)
 
 bench: install
-	$(RUN) python bench/bench_latency.py $(ARGS)
+	$(RUN) python bench/bench_latency.py --data $(ROAD_SIGNS) --model $(MODEL) $(ARGS)
 
 train: install
-	$(RUN) python -m anytime_perception.training $(ARGS)
+	$(RUN) python -m anytime_perception.training --data $(ROAD_SIGNS) $(ARGS)
 
 export: install
 	$(RUN) python -m anytime_perception.export $(ARGS)
 
 eval: install
-	$(RUN) python -m anytime_perception.eval $(ARGS)
+	$(RUN) python -m anytime_perception.eval --data $(ROAD_SIGNS) --model $(MODEL) $(ARGS)
 
 clean:
 	rm -rf build
