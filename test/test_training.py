@@ -28,7 +28,7 @@ def test_dataset_split_is_deterministic_and_disjoint(road_signs_root):
 
 def test_training_lowers_the_loss_and_resumes(road_signs_root, tmp_path):
     cfg = TrainConfig(data=str(road_signs_root), out=str(tmp_path / "run"), input_size=128, epochs=1,
-                      batch_size=8, limit_batches=6, warmup_epochs=0, lr=3e-3)
+                      batch_size=8, limit_batches=6, warmup_epochs=0, lr=3e-3, distill=0.5)
     val = RoadSignDetection(road_signs_root, "val", 128, 8, augment=False)
     images, targets = zip(*(val[i] for i in range(16)))
     batch = torch.stack(images), {k: torch.stack([t[k] for t in targets]) for k in targets[0]}

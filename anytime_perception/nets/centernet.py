@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["encode_targets", "centernet_loss"]
+__all__ = ["encode_targets", "centernet_loss", "heatmap_distillation"]
 
 
 def encode_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, grid: int, stride: int,
@@ -61,3 +61,13 @@ def centernet_loss(pred: dict[str, Tensor], target: dict[str, Tensor]) -> dict[s
     size = (F.l1_loss(pred["size"], target["size"], reduction="none") * mask).sum() / num
     offset = (F.l1_loss(torch.sigmoid(pred["offset"]), target["offset"], reduction="none") * mask).sum() / num
     return {"heatmap": focal, "size": 0.5 * size, "offset": offset}
+
+
+def heatmap_distillation(student: dict[str, Tensor], teacher: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
+    """In-place distillation: squared distance of a smaller subnet's heatmap to the full model's.
+
+    The teacher is detached (it learns from the labels only); normalised like the focal loss.
+    """
+    num = target["mask"].sum().clamp(min=1.0)
+    diff = torch.sigmoid(student["heatmap"]) - torch.sigmoid(teacher["heatmap"]).detach()
+    return diff.pow(2).sum() / num

@@ -19,7 +19,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from ..nets import build_model
-from ..nets.centernet import centernet_loss
+from ..nets.centernet import centernet_loss, heatmap_distillation
 from .dataset import RoadSignDetection
 
 __all__ = ["TrainConfig", "train", "load_checkpoint"]
@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     limit_batches: int = 0  # > 0: stop each epoch after this many batches (smoke runs)
+    distill: float = 0.0  # weight of in-place heatmap distillation from the last stage to the others
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -92,7 +93,9 @@ def train(cfg: TrainConfig) -> Path:
                 break
             images = images.to(device)
             targets = {k: v.to(device) for k, v in targets.items()}
-            stage_losses = [sum(centernet_loss(p, targets).values()) for p in net(images)]
+            outputs = net(images)
+            stage_losses = [sum(centernet_loss(p, targets).values())
+                            + cfg.distill * heatmap_distillation(p, outputs[-1], targets) for p in outputs]
             loss = sum(stage_losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
