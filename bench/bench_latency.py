@@ -34,7 +34,7 @@ from anytime_perception.ros.replay import ReplayNode
 from anytime_perception.runtime import AnytimeEngine, AnytimeModel
 from anytime_perception.runtime.decoder import decode_centernet
 from anytime_perception.runtime.modes import parse_modes
-from anytime_perception.runtime.preprocess import preprocess
+from anytime_perception.runtime.preprocess import Preprocessor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,13 +49,14 @@ def bench_runtime(model: AnytimeModel, frames: list[np.ndarray]) -> dict:
                             model.manifest.total_macs)
     engine = AnytimeEngine(model, unlimited, warmup_runs=5)
     manifest = model.manifest
+    preprocess = Preprocessor(manifest.input)  # the static path's own buffers, like the engine's
     prelim, final, staged_compute, static_total, static_compute = [], [], [], [], []
     stage_ms: list[list[float]] = [[] for _ in manifest.stages]
     for i, frame in enumerate(frames * 2):
         for run_static in ((False, True) if i % 2 else (True, False)):
             t0 = time.perf_counter()
             if run_static:
-                x, box = preprocess(frame, manifest.input)
+                x, box = preprocess(frame)
                 t1 = time.perf_counter()
                 heads = model.run_full(x)
                 t2 = time.perf_counter()

@@ -77,9 +77,15 @@ class RosProbe:
             time.sleep(0.02)
         return condition()
 
-    def wait_for_node(self, timeout: float = 30.0) -> None:
+    def wait_for_node(self, frame: np.ndarray, timeout: float = 30.0) -> None:
+        """Until the node answers a frame: discovery is asynchronous on both ends, and a
+        best-effort frame sent before the node's reader has matched this writer is lost."""
         assert self.set_client.wait_for_service(timeout_sec=timeout), "node's parameter service never appeared"
-        assert self.wait_until(lambda: self.camera.get_subscription_count() > 0, timeout), "node never subscribed"
+        end = time.monotonic() + timeout
+        while not self.finals() and time.monotonic() < end:
+            self.publish(frame, stamp_sec=1)
+            self.wait_until(lambda: bool(self.finals()), 0.5)
+        assert self.finals(), "the node never answered a frame"
 
     def publish(self, rgb: np.ndarray, stamp_sec: int) -> Header:
         header = Header(frame_id="camera")

@@ -10,7 +10,7 @@ from anytime_perception.runtime.decoder import decode_centernet
 from anytime_perception.runtime.manifest import DecoderSpec
 
 SPEC = DecoderSpec("centernet", stride=8, max_detections=10, nms_kernel=3)
-IDENTITY = Letterbox(1.0, 0.0, 0.0)
+IDENTITY = Letterbox(1.0, 0, 0, 80, 80)
 
 
 def _heads(grid=10, classes=2):

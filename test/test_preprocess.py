@@ -6,7 +6,7 @@ import pytest
 
 from anytime_perception.letterbox import letterbox
 from anytime_perception.runtime.manifest import InputSpec
-from anytime_perception.runtime.preprocess import preprocess
+from anytime_perception.runtime.preprocess import Preprocessor
 
 SPEC = InputSpec(size=320, mean=(123.7, 116.3, 103.5), std=(58.4, 57.1, 57.4), pad_value=114)
 
@@ -14,7 +14,7 @@ SPEC = InputSpec(size=320, mean=(123.7, 116.3, 103.5), std=(58.4, 57.1, 57.4), p
 @pytest.mark.parametrize("shape", [(480, 640, 3), (400, 300, 3), (17, 5, 3)])
 def test_preprocess_is_letterbox_then_normalise(shape):
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    x, box = preprocess(image, SPEC)
+    x, box = Preprocessor(SPEC)(image)
     canvas, expected_box = letterbox(image, 320, 114)
     expected = (canvas.astype(np.float32) - np.float32(SPEC.mean)) / np.float32(SPEC.std)
     assert x.shape == (1, 3, 320, 320) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
@@ -30,4 +30,15 @@ def test_preprocess_is_letterbox_then_normalise(shape):
                                  np.zeros((0, 10, 3), np.uint8), np.zeros((10, 10, 4), np.uint8)])
 def test_preprocess_refuses_non_rgb_uint8(bad):
     with pytest.raises(ValueError, match="RGB uint8"):
-        preprocess(bad, SPEC)
+        Preprocessor(SPEC)(bad)
+
+
+def test_buffers_are_reused_and_frames_do_not_leak_into_each_other():
+    pre = Preprocessor(SPEC)
+    wide = np.full((100, 400, 3), 200, np.uint8)
+    tall = np.full((400, 100, 3), 10, np.uint8)
+    first, _ = pre(wide)
+    second, _ = pre(tall)
+    assert first is second  # one buffer, overwritten
+    expected = Preprocessor(SPEC)(tall)[0]
+    np.testing.assert_array_equal(second, expected)

@@ -15,7 +15,7 @@ import numpy as np
 from ..data.road_signs import load_split, read_rgb
 from ..runtime.decoder import decode_centernet
 from ..runtime.model import AnytimeModel
-from ..runtime.preprocess import preprocess
+from ..runtime.preprocess import Preprocessor
 from .metrics import mean_average_precision
 
 __all__ = ["evaluate_detector", "main"]
@@ -29,8 +29,9 @@ def evaluate_detector(model: AnytimeModel, data: str | Path, split: str = "val",
     num_classes = len(manifest.labels)
     predictions = [[[] for _ in range(num_classes)] for _ in manifest.stages]
     truths = [{i: s.boxes[s.labels == c] for i, s in enumerate(samples)} for c in range(num_classes)]
+    preprocess = Preprocessor(manifest.input)
     for i, sample in enumerate(samples):
-        x, box = preprocess(read_rgb(sample.image_path), manifest.input)
+        x, box = preprocess(read_rgb(sample.image_path))
         carry: dict[str, np.ndarray] = {}
         for k in range(model.num_stages):
             new, heads, _ = model.run_stage(k, x, carry)

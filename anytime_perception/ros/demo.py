@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(perception)
     executor.add_node(view)
-    time.sleep(0.5)  # discovery before the first frame
     replay = ReplayNode(iter(frames), args.rate, reliable=args.reliable)
+    while replay.publisher.get_subscription_count() == 0:  # discovery before the first frame
+        executor.spin_once(timeout_sec=0.05)
+    time.sleep(0.2)  # matching completes on both ends asynchronously
     executor.add_node(replay)
     switched = not args.switch_to
     drain_until = None  # after the last frame, leave time for its refinements

@@ -10,16 +10,18 @@ from .types import Detection
 __all__ = ["decode_centernet"]
 
 
-def _max_pool(x: np.ndarray, kernel: int) -> np.ndarray:
-    """Same-size max pooling over the last two axes (stride 1, -inf padding)."""
+def _local_peaks(logits: np.ndarray, candidates: tuple[np.ndarray, ...], kernel: int) -> np.ndarray:
+    """Which candidate cells (c, y, x) are maxima of their ``kernel`` x ``kernel`` neighbourhood."""
     r = kernel // 2
-    padded = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(r, r), (r, r)], constant_values=-np.inf)
-    h, w = x.shape[-2:]
-    out = np.full_like(x, -np.inf)
+    padded = np.full((logits.shape[0], logits.shape[1] + 2 * r, logits.shape[2] + 2 * r), -np.inf, logits.dtype)
+    padded[:, r:r + logits.shape[1], r:r + logits.shape[2]] = logits
+    cls, ys, xs = candidates
+    values = logits[cls, ys, xs]
+    keep = np.ones(cls.size, bool)
     for dy in range(kernel):
         for dx in range(kernel):
-            np.maximum(out, padded[..., dy:dy + h, dx:dx + w], out=out)
-    return out
+            keep &= values >= padded[cls, ys + dy, xs + dx]
+    return keep
 
 
 def decode_centernet(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox: Letterbox,
@@ -39,17 +41,15 @@ def decode_centernet(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox:
     """
     logits = heads["heatmap"][0]  # [C, G, G]
     threshold = np.log(score_threshold / (1 - score_threshold)) if 0 < score_threshold < 1 else -np.inf
-    peaks = (logits == _max_pool(logits, spec.nms_kernel)) & (logits > threshold)
-    cls, ys, xs = np.nonzero(peaks)
-    if cls.size == 0:
-        return []
+    candidates = np.nonzero(logits > threshold)  # few cells: test only those for a local maximum
+    keep = _local_peaks(logits, candidates, spec.nms_kernel)
+    cls, ys, xs = (c[keep] for c in candidates)
     order = np.argsort(-logits[cls, ys, xs])[: spec.max_detections]
     cls, ys, xs = cls[order], ys[order], xs[order]
     scores = 1.0 / (1.0 + np.exp(-logits[cls, ys, xs]))
-    offset = 1.0 / (1.0 + np.exp(-heads["offset"][0][:, ys, xs]))  # [2, K]
-    size = np.exp(heads["size"][0][:, ys, xs]) * spec.stride / letterbox.scale  # [2, K]
-    centres = letterbox.to_image(np.stack([xs + offset[0], ys + offset[1]], 1) * spec.stride)
-    return [
-        Detection(int(c), labels[c], float(s), float(cx), float(cy), float(w), float(h))
-        for c, s, (cx, cy), w, h in zip(cls, scores, centres, size[0], size[1])
-    ]
+    offset_x, offset_y = 1.0 / (1.0 + np.exp(-heads["offset"][0][:, ys, xs]))  # [2, K]
+    width, height = np.exp(heads["size"][0][:, ys, xs]) * (spec.stride / letterbox.scale)  # [2, K]
+    centre_x = ((xs + offset_x) * spec.stride - letterbox.pad_x) / letterbox.scale
+    centre_y = ((ys + offset_y) * spec.stride - letterbox.pad_y) / letterbox.scale
+    return [Detection(c, labels[c], s, x, y, w, h) for c, s, x, y, w, h in zip(
+        cls.tolist(), scores.tolist(), centre_x.tolist(), centre_y.tolist(), width.tolist(), height.tolist())]

@@ -10,7 +10,7 @@ from .decoder import decode_centernet
 from .gate import Gate, ThresholdGate
 from .model import AnytimeModel
 from .modes import ModeTable, VehicleMode
-from .preprocess import preprocess
+from .preprocess import Preprocessor
 from .scheduler import LatencyEstimator, LoadMonitor, StageContext, decide
 from .types import StageResult
 
@@ -42,6 +42,7 @@ class AnytimeEngine:
         self.load_monitor = load_monitor or LoadMonitor()
         self.gate = gate or ThresholdGate(model.manifest.gates)
         self.latency = LatencyEstimator(model.num_stages)
+        self.preprocess = Preprocessor(model.manifest.input)
         self._warm_up(warmup_runs)
 
     @property
@@ -55,7 +56,7 @@ class AnytimeEngine:
     def _warm_up(self, runs: int) -> None:
         """Run every stage ``runs`` times: first-run allocations out of the way, estimates seeded."""
         size = self.model.manifest.input.size
-        x, _ = preprocess(np.zeros((size, size, 3), np.uint8), self.model.manifest.input)
+        x, _ = self.preprocess(np.zeros((size, size, 3), np.uint8))
         for _ in range(runs):
             carry: dict[str, np.ndarray] = {}
             for k in range(self.model.num_stages):
@@ -81,7 +82,7 @@ class AnytimeEngine:
         """
         start = time.perf_counter() if received_at is None else received_at
         manifest = self.model.manifest
-        x, box = preprocess(image, manifest.input)
+        x, box = self.preprocess(image)
         carry: dict[str, np.ndarray] = {}
         results: list[StageResult] = []
         stages = manifest.stages

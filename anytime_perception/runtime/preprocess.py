@@ -1,20 +1,32 @@
-"""Image -> network input: letterbox, normalise, NCHW."""
+"""Image -> network input: letterbox, normalise, NCHW, into buffers reused frame after frame."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..letterbox import Letterbox, letterbox
+from ..letterbox import Letterbox, letterbox_into
 from .manifest import InputSpec
 
-__all__ = ["preprocess"]
+__all__ = ["Preprocessor"]
 
 
-def preprocess(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Letterbox]:
-    """RGB uint8 [H, W, 3] -> float32 [1, 3, S, S] network input, (x - mean) / std, and its letterbox."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) == 0:
-        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-    canvas, box = letterbox(image, spec.size, spec.pad_value)
-    x = canvas.transpose(2, 0, 1).astype(np.float32, order="C")  # [3, S, S], a fresh contiguous copy
-    x -= np.asarray(spec.mean, np.float32)[:, None, None]
-    x *= (1.0 / np.asarray(spec.std, np.float32))[:, None, None]
-    return x[None], box
+class Preprocessor:
+    """RGB uint8 [H, W, 3] -> float32 [1, 3, S, S] (x - mean) / std, and its letterbox.
+
+    The returned array is a buffer owned by the preprocessor and overwritten by the next call
+    (no per-frame allocation); one preprocessor serves one frame at a time.
+    """
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        self._canvas = np.empty((spec.size, spec.size, 3), np.uint8)
+        self._input = np.empty((1, 3, spec.size, spec.size), np.float32)
+        self._mean = np.asarray(spec.mean, np.float32)[:, None, None]
+        self._inv_std = (1.0 / np.asarray(spec.std, np.float32))[:, None, None]
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) == 0:
+            raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+        box = letterbox_into(image, self._canvas, self.spec.pad_value)
+        np.subtract(self._canvas.transpose(2, 0, 1), self._mean, out=self._input[0])
+        self._input *= self._inv_std
+        return self._input, box
