@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from anytime_perception.data.road_signs import load_split, read_rgb
-from anytime_perception.runtime import (AnytimeEngine, AnytimeModel, LoadMonitor, ModeError,
+from anytime_perception.runtime import (AnytimeEngine, AnytimeModel, LoadMonitor, ModeError, StopReason,
                                         ThresholdGate, load_modes)
 from anytime_perception.runtime.modes import parse_modes
 
@@ -112,3 +112,23 @@ def test_non_rgb_input_is_refused(tiny_model):
     engine = AnytimeEngine(AnytimeModel(tiny_model), _modes())
     with pytest.raises(ValueError, match="RGB uint8"):
         engine.process(np.zeros((10, 10), np.uint8))
+
+
+def test_start_gives_the_preliminary_and_refine_continues_the_same_frame(tiny_model):
+    engine = AnytimeEngine(AnytimeModel(tiny_model), _modes())
+    seen = []
+    frame = engine.start(_image(), on_result=seen.append)
+    assert [r.stage for r in seen] == [0] and not frame.finished
+    later = engine.start(_image(), on_result=seen.append)  # a newer frame starts before refinement
+    results = engine.refine(frame, on_result=seen.append)
+    assert [r.stage for r in results] == [0, 1, 2] and results[-1].stop_reason == "complete"
+    assert [r.macs for r in later.results] == [100]
+
+
+def test_stop_finalises_a_frame_that_was_replaced_before_refinement(tiny_model):
+    engine = AnytimeEngine(AnytimeModel(tiny_model), _modes())
+    frame = engine.start(_image())
+    final = engine.stop(frame, StopReason.PREEMPTED)
+    assert frame.finished and final.is_final and final.stop_reason == "preempted"
+    assert final.stage == 0 and final.detections == frame.results[0].detections
+    assert engine.refine(frame) == frame.results  # nothing more runs

@@ -146,3 +146,27 @@ def test_corrupt_model_and_invalid_modes_file_exit_with_a_clear_error(tmp_path, 
     node = start_node(DOMAIN + 1, "-p", f"modes_file:={modes}")
     output = node.communicate(timeout=60)[0]
     assert node.returncode == 1 and "modes.normal.mac_budget" in output, output
+
+
+def test_burst_of_frames_each_answered_once_newer_frames_preempt_older(frames):
+    node = start_node(DOMAIN + 2, "-p", "preempt_on_new_frame:=true", "-p", "vehicle_mode:=performance")
+    peer = RosProbe(DOMAIN + 2)
+    try:
+        peer.wait_for_node(frames[0])
+        for i, frame in enumerate(frames):  # faster than a full refinement: ~5 ms apart
+            peer.publish(frame, 5000 + i)
+            time.sleep(0.005)
+        sent = range(5000, 5000 + len(frames))
+        assert peer.wait_until(lambda: len([s for s in peer.finals() if s in sent]) >=
+                               len([m for _, m in peer.messages("preliminary") if m.header.stamp.sec in sent]), 10.0)
+        prelim = [m.header.stamp.sec for _, m in peer.messages("preliminary") if m.header.stamp.sec in sent]
+        finals = [m for _, m in peer.messages("refined") if m.is_final and m.header.stamp.sec in sent]
+    finally:
+        peer.close()
+        node.terminate()
+        node.communicate(timeout=10)
+    assert len(prelim) == len(set(prelim)) >= len(frames) // 2  # one preliminary per frame that arrived
+    assert sorted(m.header.stamp.sec for m in finals) == sorted(prelim)  # and exactly one final
+    reasons = {m.stop_reason for m in finals}
+    assert "preempted" in reasons, reasons  # the burst outruns refinement
+    assert reasons <= {"preempted", "complete", "deadline", "load"}

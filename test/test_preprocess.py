@@ -33,12 +33,13 @@ def test_preprocess_refuses_non_rgb_uint8(bad):
         Preprocessor(SPEC)(bad)
 
 
-def test_buffers_are_reused_and_frames_do_not_leak_into_each_other():
+def test_each_frame_gets_its_own_input_while_the_canvas_is_reused():
     pre = Preprocessor(SPEC)
     wide = np.full((100, 400, 3), 200, np.uint8)
     tall = np.full((400, 100, 3), 10, np.uint8)
     first, _ = pre(wide)
+    kept = first.copy()
     second, _ = pre(tall)
-    assert first is second  # one buffer, overwritten
-    expected = Preprocessor(SPEC)(tall)[0]
-    np.testing.assert_array_equal(second, expected)
+    assert first is not second
+    np.testing.assert_array_equal(first, kept)  # an earlier frame's input survives the next call
+    np.testing.assert_array_equal(second, Preprocessor(SPEC)(tall)[0])

@@ -12,8 +12,8 @@ from anytime_perception.runtime.types import StageResult
 
 def test_newest_item_replaces_an_unprocessed_one():
     slot: LatestSlot[int] = LatestSlot()
-    assert slot.put(1) is False
-    assert slot.put(2) is True  # 1 was dropped
+    assert slot.put(1) is None
+    assert slot.put(2) == 1  # 1 was replaced before anyone took it
     assert slot.has_item()
     assert slot.take(timeout=0.0) == 2
     assert not slot.has_item() and slot.take(timeout=0.01) is None
@@ -47,4 +47,4 @@ def test_summary_reports_misses_stages_budget_and_latency():
 
 
 def test_summary_before_any_frame_has_only_counters():
-    assert PipelineStats().summary() == {"frames": 0, "dropped_frames": 0, "rejected_images": 0}
+    assert PipelineStats().summary() == {"frames": 0, "rejected_images": 0}

@@ -2,8 +2,9 @@
 
 Subscribes ``/camera/image_raw`` (remappable); publishes stage 0 on ``/perception/preliminary``
 at once and every later stage on ``/perception/refined`` (exactly one ``is_final`` per frame).
-Images go through a keep-last-1 mailbox to a worker thread, so a newer frame can preempt
-refinement of an older one and the executor stays free for parameter services.
+Stage 0 runs in the image callback, so a preliminary answer never waits for refinement; started
+frames go through a keep-last-1 mailbox to a refinement thread, where a newer frame preempts an
+older one at its next stage boundary.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -24,7 +26,8 @@ from std_msgs.msg import Header
 
 from anytime_perception.msg import DetectionArray
 
-from ..runtime import AnytimeEngine, AnytimeModel, ManifestError, ModeError, StageResult, load_modes
+from ..runtime import (AnytimeEngine, AnytimeModel, ManifestError, ModeError, ResultCallback, StageResult,
+                       Frame, StopReason, load_modes)
 from ..runtime.annotate import draw_detections
 from ..runtime.mailbox import LatestSlot
 from ..runtime.stats import PipelineStats
@@ -104,9 +107,9 @@ class AnytimePerceptionNode(Node):
         self.diagnostics_timer = self.create_timer(param("diagnostics_period_s").value, self.diagnostics_callback)
 
         self.stats = PipelineStats()
-        self.frames: LatestSlot[tuple[Image, float]] = LatestSlot()
+        self.frames: LatestSlot[tuple[Frame, ResultCallback]] = LatestSlot()  # started, awaiting refinement
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._process_frames, name="anytime_worker", daemon=True)
+        self._worker = threading.Thread(target=self._refine_frames, name="anytime_refinement", daemon=True)
         self._worker.start()
         m = model.manifest
         self.get_logger().info(
@@ -150,18 +153,12 @@ class AnytimePerceptionNode(Node):
                 self.preempt = p.value
 
     def image_callback(self, msg: Image) -> None:
-        """Hand the newest frame to the worker, stamped with its receipt time."""
-        if self.frames.put((msg, time.perf_counter())):
-            self.stats.count_dropped()
+        """Answer at once with stage 0, then leave the frame to the refinement worker.
 
-    def _process_frames(self) -> None:
-        while not self._stop.is_set():
-            item = self.frames.take(timeout=0.1)
-            if item is not None:
-                self.process_frame(*item)
-
-    def process_frame(self, msg: Image, received_at: float) -> None:
-        """Run the engine on one image; a malformed image is logged and skipped."""
+        A malformed image is logged and skipped. A frame still waiting for refinement when a
+        newer one arrives is finalised as ``preempted`` (keep-last 1).
+        """
+        received_at = time.perf_counter()
         try:
             rgb = image_to_rgb(msg)
         except ImageError as exc:
@@ -169,19 +166,44 @@ class AnytimePerceptionNode(Node):
             self.get_logger().warning(f"skipping image ({msg.width}x{msg.height} {msg.encoding!r}): {exc}",
                                       throttle_duration_sec=1.0)
             return
+        publish = self._publisher(msg.header, rgb, received_at)
+        frame = self.engine.start(rgb, received_at, publish)
+        if frame.finished:
+            self.stats.add_frame(frame.results)
+            return
+        replaced = self.frames.put((frame, publish))
+        if replaced is not None:  # never refined: answer it as preempted
+            old_frame, old_publish = replaced
+            self.engine.stop(old_frame, StopReason.PREEMPTED, old_publish)
+            self.stats.add_frame(old_frame.results)
+
+    def _refine_frames(self) -> None:
+        """Worker thread: refine the newest started frame until the scheduler stops it."""
+        while not self._stop.is_set():
+            item = self.frames.take(timeout=0.1)
+            if item is not None:
+                frame, publish = item
+                waiting = self.frames.has_item if self.preempt else None
+                self.stats.add_frame(self.engine.refine(frame, publish, waiting))
+
+    def _publisher(self, header: Header, rgb: np.ndarray, received_at: float) -> ResultCallback:
+        """Routes one frame's results: stage 0 to preliminary, later stages and the final to refined."""
+
+        preliminary_sent = False
 
         def publish(result: StageResult) -> None:
-            out = result_to_msg(result, msg.header)
-            if result.stage == 0:
+            nonlocal preliminary_sent
+            out = result_to_msg(result, header)
+            if not preliminary_sent:  # the frame's first result is stage 0
+                preliminary_sent = True
                 self.preliminary_pub.publish(out)
                 self.stats.add_overhead((time.perf_counter() - received_at) * 1000.0 - result.stage_ms)
             if result.stage > 0 or result.is_final:
                 self.refined_pub.publish(out)
             if result.is_final and self.publish_debug:
-                self.debug_pub.publish(rgb_to_image(draw_detections(rgb, result), msg.header))
+                self.debug_pub.publish(rgb_to_image(draw_detections(rgb, result), header))
 
-        waiting = self.frames.has_item if self.preempt else None
-        self.stats.add_frame(self.engine.process(rgb, received_at, publish, waiting))
+        return publish
 
     def diagnostics_callback(self) -> None:
         """Publish deadline-miss rate, stage histogram, MACs vs budget and latency percentiles."""

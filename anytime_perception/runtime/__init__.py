@@ -1,5 +1,5 @@
 """The anytime runtime: manifest, ONNX Runtime stages, scheduler, engine. No ROS, no torch."""
-from .engine import AnytimeEngine, ResultCallback
+from .engine import AnytimeEngine, Frame, ResultCallback
 from .gate import Gate, ThresholdGate
 from .manifest import Manifest, ManifestError, load_manifest
 from .model import AnytimeModel, available_providers
@@ -8,7 +8,7 @@ from .scheduler import LatencyEstimator, LoadMonitor, StageContext, decide
 from .types import Detection, StageResult, StopReason
 
 __all__ = [
-    "AnytimeEngine", "AnytimeModel", "Detection", "Gate", "LatencyEstimator", "LoadMonitor",
+    "AnytimeEngine", "AnytimeModel", "Detection", "Frame", "Gate", "LatencyEstimator", "LoadMonitor",
     "Manifest", "ManifestError", "ModeError", "ModeTable", "ResultCallback", "StageContext",
     "StageResult", "StopReason", "ThresholdGate", "VehicleMode", "available_providers", "decide",
     "load_manifest", "load_modes",

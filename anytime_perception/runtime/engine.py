@@ -1,22 +1,46 @@
-"""The anytime engine: runs a frame stage by stage and reports every result as it appears."""
+"""The anytime engine: runs a frame stage by stage and reports every result as it appears.
+
+A frame is started (preprocessing + stage 0: the preliminary answer) and then refined stage by
+stage. The two halves may run on different threads, so a new frame's preliminary answer never
+waits for an older frame's refinement; the older one is then preempted at its next stage boundary.
+"""
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from ..letterbox import Letterbox
 from .decoder import decode_centernet
 from .gate import Gate, ThresholdGate
 from .model import AnytimeModel
 from .modes import ModeTable, VehicleMode
 from .preprocess import Preprocessor
 from .scheduler import LatencyEstimator, LoadMonitor, StageContext, decide
-from .types import StageResult
+from .types import StageResult, StopReason
 
-__all__ = ["AnytimeEngine", "ResultCallback"]
+__all__ = ["AnytimeEngine", "Frame", "ResultCallback"]
 
 ResultCallback = Callable[[StageResult], None]
+NewerFrameWaiting = Callable[[], bool]
+
+
+@dataclass
+class Frame:
+    """One frame in flight: its network input, carry and the results so far."""
+
+    input: np.ndarray
+    letterbox: Letterbox
+    start: float  # receipt time, time.perf_counter() clock
+    carry: dict[str, np.ndarray] = field(default_factory=dict)
+    results: list[StageResult] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.results) and self.results[-1].is_final
 
 
 class AnytimeEngine:
@@ -30,6 +54,9 @@ class AnytimeEngine:
         load_monitor: source of other processes' CPU load (default: measured with psutil).
         gate: early-exit decision (default: the manifest's calibrated thresholds).
         warmup_runs: runs of every stage at start-up to seed the latency estimates.
+
+    ``start`` must be called from one thread at a time; ``refine`` of an earlier frame may run
+    concurrently on another thread.
     """
 
     def __init__(self, model: AnytimeModel, modes: ModeTable, mode: str | None = None, *,
@@ -60,61 +87,81 @@ class AnytimeEngine:
         for _ in range(runs):
             carry: dict[str, np.ndarray] = {}
             for k in range(self.model.num_stages):
-                carry.update(self._run_stage(k, x, carry)[0])
+                t0 = time.perf_counter()
+                carry.update(self.model.run_stage(k, x, carry)[0])
+                self.latency.update(k, time.perf_counter() - t0)
 
-    def _run_stage(self, k: int, x: np.ndarray, carry: dict[str, np.ndarray]
-                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float | None, float]:
-        """Run stage ``k``, feed its time to the latency estimate; returns the outputs and seconds."""
-        t0 = time.perf_counter()
-        new_carry, heads, confidence = self.model.run_stage(k, x, carry)
-        seconds = time.perf_counter() - t0
-        self.latency.update(k, seconds)
-        return new_carry, heads, confidence, seconds
+    def start(self, image: np.ndarray, received_at: float | None = None,
+              on_result: ResultCallback | None = None,
+              newer_frame_waiting: NewerFrameWaiting | None = None) -> Frame:
+        """Preprocess one RGB uint8 frame and run stage 0 (the preliminary answer).
+
+        ``received_at`` is the frame's receipt time on ``time.perf_counter``'s clock (default:
+        now). ValueError for an image that is not RGB uint8 [H, W, 3].
+        """
+        start = time.perf_counter() if received_at is None else received_at
+        frame = Frame(*self.preprocess(image), start=start)
+        self._step(frame, on_result, newer_frame_waiting)
+        return frame
+
+    def refine(self, frame: Frame, on_result: ResultCallback | None = None,
+               newer_frame_waiting: NewerFrameWaiting | None = None) -> list[StageResult]:
+        """Run further stages until the scheduler stops the frame; returns all its results."""
+        while not frame.finished:
+            self._step(frame, on_result, newer_frame_waiting)
+        return frame.results
 
     def process(self, image: np.ndarray, received_at: float | None = None,
                 on_result: ResultCallback | None = None,
-                newer_frame_waiting: Callable[[], bool] | None = None) -> list[StageResult]:
-        """Run one RGB uint8 frame; ``on_result`` gets each result as soon as it exists.
+                newer_frame_waiting: NewerFrameWaiting | None = None) -> list[StageResult]:
+        """``start`` then ``refine``: results in stage order, exactly the last one final."""
+        frame = self.start(image, received_at, on_result, newer_frame_waiting)
+        return self.refine(frame, on_result, newer_frame_waiting)
 
-        ``received_at`` is the frame's receipt time on ``time.perf_counter``'s clock (default:
-        now). Results are ordered by stage; exactly the last one is final and names the stop
-        reason. ValueError for an image that is not RGB uint8 [H, W, 3].
-        """
-        start = time.perf_counter() if received_at is None else received_at
+    def stop(self, frame: Frame, reason: StopReason, on_result: ResultCallback | None = None) -> StageResult:
+        """End an unfinished frame without further stages (e.g. replaced before refinement)."""
+        last = frame.results[-1]
+        final = dataclasses.replace(last, is_final=True, stop_reason=reason.value,
+                                    latency_ms=(time.perf_counter() - frame.start) * 1000.0)
+        frame.results.append(final)
+        if on_result is not None:
+            on_result(final)
+        return final
+
+    def _step(self, frame: Frame, on_result: ResultCallback | None,
+              newer_frame_waiting: NewerFrameWaiting | None) -> None:
+        """Run the frame's next stage, decide whether it may go on, report the result."""
         manifest = self.model.manifest
-        x, box = self.preprocess(image)
-        carry: dict[str, np.ndarray] = {}
-        results: list[StageResult] = []
         stages = manifest.stages
-        macs = 0
-        for k, spec in enumerate(stages):
-            new_carry, heads, confidence, seconds = self._run_stage(k, x, carry)
-            carry.update(new_carry)
-            macs += spec.macs
-            detections = decode_centernet(heads, manifest.decoder, box, manifest.labels, self.score_threshold)
-            mode = self._mode  # the stage boundary: a mode switch applies from here
-            last = k + 1 == len(stages)
-            reason = decide(StageContext(
-                next_stage=k + 1,
-                num_stages=len(stages),
-                macs_used=macs,
-                next_stage_macs=0 if last else stages[k + 1].macs,
-                now=time.perf_counter(),
-                frame_start=start,
-                predicted_stage_s=0.0 if last else self.latency.predict(k + 1),
-                other_cpu_load=self.load_monitor.other_load(),
-                confident=self.gate.is_confident(k, confidence, mode.name),
-                newer_frame_waiting=bool(newer_frame_waiting and newer_frame_waiting()),
-            ), mode)
-            result = StageResult(
-                stage=k, num_stages=len(stages), is_final=reason is not None, macs=macs,
-                mac_budget=mode.mac_budget, latency_ms=(time.perf_counter() - start) * 1000.0,
-                deadline_ms=mode.deadline_ms, mode=mode.name,
-                stop_reason=reason.value if reason is not None else "", detections=detections,
-                confidence=confidence, stage_ms=seconds * 1000.0)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-            if reason is not None:
-                break
-        return results
+        k = len(frame.results)
+        t0 = time.perf_counter()
+        new_carry, heads, confidence = self.model.run_stage(k, frame.input, frame.carry)
+        seconds = time.perf_counter() - t0
+        self.latency.update(k, seconds)
+        frame.carry.update(new_carry)
+        macs = (frame.results[-1].macs if frame.results else 0) + stages[k].macs
+        detections = decode_centernet(heads, manifest.decoder, frame.letterbox, manifest.labels,
+                                      self.score_threshold)
+        mode = self._mode  # the stage boundary: a mode switch applies from here
+        last = k + 1 == len(stages)
+        reason = decide(StageContext(
+            next_stage=k + 1,
+            num_stages=len(stages),
+            macs_used=macs,
+            next_stage_macs=0 if last else stages[k + 1].macs,
+            now=time.perf_counter(),
+            frame_start=frame.start,
+            predicted_stage_s=0.0 if last else self.latency.predict(k + 1),
+            other_cpu_load=self.load_monitor.other_load(),
+            confident=self.gate.is_confident(k, confidence, mode.name),
+            newer_frame_waiting=bool(newer_frame_waiting and newer_frame_waiting()),
+        ), mode)
+        result = StageResult(
+            stage=k, num_stages=len(stages), is_final=reason is not None, macs=macs,
+            mac_budget=mode.mac_budget, latency_ms=(time.perf_counter() - frame.start) * 1000.0,
+            deadline_ms=mode.deadline_ms, mode=mode.name,
+            stop_reason=reason.value if reason is not None else "", detections=detections,
+            confidence=confidence, stage_ms=seconds * 1000.0)
+        frame.results.append(result)
+        if on_result is not None:
+            on_result(result)

@@ -10,19 +10,18 @@ T = TypeVar("T")
 
 
 class LatestSlot(Generic[T]):
-    """Thread-safe slot holding only the newest item; ``put`` says whether it replaced one."""
+    """Thread-safe slot holding only the newest item; ``put`` returns the one it replaced."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._item: T | None = None
 
-    def put(self, item: T) -> bool:
-        """Store ``item``; True if an unprocessed item was dropped for it."""
+    def put(self, item: T) -> T | None:
+        """Store ``item``; returns the unprocessed item it replaced, if any."""
         with self._cond:
-            dropped = self._item is not None
-            self._item = item
+            replaced, self._item = self._item, item
             self._cond.notify()
-            return dropped
+            return replaced
 
     def has_item(self) -> bool:
         """A newer item is waiting (used for preemption)."""

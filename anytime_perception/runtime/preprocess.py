@@ -1,4 +1,4 @@
-"""Image -> network input: letterbox, normalise, NCHW, into buffers reused frame after frame."""
+"""Image -> network input: letterbox, normalise, NCHW."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,14 +12,13 @@ __all__ = ["Preprocessor"]
 class Preprocessor:
     """RGB uint8 [H, W, 3] -> float32 [1, 3, S, S] (x - mean) / std, and its letterbox.
 
-    The returned array is a buffer owned by the preprocessor and overwritten by the next call
-    (no per-frame allocation); one preprocessor serves one frame at a time.
+    The letterbox canvas is reused between calls (one caller at a time); every call returns a
+    new input array, which stays valid while the frame is refined.
     """
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
         self._canvas = np.empty((spec.size, spec.size, 3), np.uint8)
-        self._input = np.empty((1, 3, spec.size, spec.size), np.float32)
         self._mean = np.asarray(spec.mean, np.float32)[:, None, None]
         self._inv_std = (1.0 / np.asarray(spec.std, np.float32))[:, None, None]
 
@@ -27,6 +26,7 @@ class Preprocessor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) == 0:
             raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
         box = letterbox_into(image, self._canvas, self.spec.pad_value)
-        np.subtract(self._canvas.transpose(2, 0, 1), self._mean, out=self._input[0])
-        self._input *= self._inv_std
-        return self._input, box
+        x = np.empty((1, 3, self.spec.size, self.spec.size), np.float32)
+        np.subtract(self._canvas.transpose(2, 0, 1), self._mean, out=x[0])
+        x *= self._inv_std
+        return x, box

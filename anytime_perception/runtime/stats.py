@@ -20,7 +20,6 @@ class PipelineStats:
         self._preliminary_ms: deque[float] = deque(maxlen=window)
         self._overhead_ms: deque[float] = deque(maxlen=window)
         self.frames = 0
-        self.dropped = 0  # frames replaced in the mailbox before processing
         self.rejected = 0  # malformed images
 
     def add_frame(self, results: list[StageResult]) -> None:
@@ -35,10 +34,6 @@ class PipelineStats:
         with self._lock:
             self._overhead_ms.append(milliseconds)
 
-    def count_dropped(self) -> None:
-        with self._lock:
-            self.dropped += 1
-
     def count_rejected(self) -> None:
         with self._lock:
             self.rejected += 1
@@ -47,8 +42,7 @@ class PipelineStats:
         """Key figures of the window: miss rate, stages, stop reasons, MACs vs budget, latency."""
         with self._lock:
             final, prelim, overhead = list(self._final), list(self._preliminary_ms), list(self._overhead_ms)
-            out: dict[str, float | int | str] = {"frames": self.frames, "dropped_frames": self.dropped,
-                                                 "rejected_images": self.rejected}
+            out: dict[str, float | int | str] = {"frames": self.frames, "rejected_images": self.rejected}
         if not final:
             return out
         latency = np.array([r.latency_ms for r in final])
