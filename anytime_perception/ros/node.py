@@ -167,7 +167,12 @@ class AnytimePerceptionNode(Node):
                                       throttle_duration_sec=1.0)
             return
         publish = self._publisher(msg.header, rgb, received_at)
-        frame = self.engine.start(rgb, received_at, publish)
+        try:
+            frame = self.engine.start(rgb, received_at, publish)
+        except Exception as exc:  # one frame must never take the node down
+            if self.context.ok():
+                self.get_logger().error(f"frame dropped: {exc!r}")
+            return
         if frame.finished:
             self.stats.add_frame(frame.results)
             return
@@ -181,10 +186,16 @@ class AnytimePerceptionNode(Node):
         """Worker thread: refine the newest started frame until the scheduler stops it."""
         while not self._stop.is_set():
             item = self.frames.take(timeout=0.1)
-            if item is not None:
-                frame, publish = item
-                waiting = self.frames.has_item if self.preempt else None
+            if item is None:
+                continue
+            frame, publish = item
+            waiting = self.frames.has_item if self.preempt else None
+            try:
                 self.stats.add_frame(self.engine.refine(frame, publish, waiting))
+            except Exception as exc:  # keep refining later frames; at shutdown publishing fails
+                if not self.context.ok():
+                    return
+                self.get_logger().error(f"refinement of a frame failed: {exc!r}")
 
     def _publisher(self, header: Header, rgb: np.ndarray, received_at: float) -> ResultCallback:
         """Routes one frame's results: stage 0 to preliminary, later stages and the final to refined."""
@@ -238,6 +249,10 @@ def main(args: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # a signal shut the context down while a callback was publishing: a normal exit
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
