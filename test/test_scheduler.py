@@ -46,13 +46,23 @@ def test_scheduler_stops_when_preempted():
     assert decide(_ctx(newer_frame_waiting=True), MODE) is StopReason.PREEMPTED
 
 
-def test_latency_estimate_follows_measurements_with_margin():
-    est = LatencyEstimator(2, alpha=0.5, k=2.0)
-    assert est.predict(1) == 0.0
-    est.update(1, 0.010)
-    assert est.predict(1) == pytest.approx(0.010)
-    est.update(1, 0.020)  # mean 0.015, deviation 0.005 -> 0.015 + 2 * 0.005
-    assert est.predict(1) == pytest.approx(0.025)
-    for _ in range(30):  # contention: stage times grow, so does the prediction
-        est.update(1, 0.040)
-    assert est.predict(1) == pytest.approx(0.040, rel=0.01)
+def test_latency_estimate_scales_learned_ratios_by_this_frames_stage0():
+    est = LatencyEstimator(2, window=5, k=2.0)
+    assert est.predict(1, 0.002) == 0.0  # nothing learned yet
+    for stage1 in (0.010, 0.014, 0.012):  # ratios 5, 7, 6: median 6, median deviation 1
+        est.update(1, stage1, stage0_seconds=0.002)
+    assert est.predict(1, 0.002) == pytest.approx((6 + 2 * 1) * 0.002)
+    # contention shows in stage 0: the prediction for stage 1 grows with it
+    assert est.predict(1, 0.004) == pytest.approx((6 + 2 * 1) * 0.004)
+
+
+def test_one_stalled_run_does_not_block_a_stage_for_good():
+    est = LatencyEstimator(2, window=15, k=2.0)
+    for _ in range(10):
+        est.update(1, 0.008, stage0_seconds=0.002)  # ratio 4
+    est.update(1, 0.300, stage0_seconds=0.002)  # one run stalled (ratio 150)
+    assert est.predict(1, 0.002) == pytest.approx(0.008)
+    # a load spike shows in stage 0 and the stage is predicted long (-> skipped) ...
+    assert est.predict(1, 0.100) == pytest.approx(0.4)
+    # ... and without being re-measured it is predicted short again on the next quiet frame
+    assert est.predict(1, 0.002) == pytest.approx(0.008)

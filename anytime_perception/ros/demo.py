@@ -1,13 +1,17 @@
 """Demo: replay camera frames into the anytime node and print each frame's stage timeline.
 
-One process, three nodes on a MultiThreadedExecutor: the replay (camera), the anytime perception
-node on the shipped model, and a console view that prints per frame the stages (ms, MACs, boxes,
-stop reason) and writes the annotated final frames to ``--out``. Halfway through it switches the
-vehicle mode through the node's parameter service, as ``ros2 param set`` would.
+The anytime perception node runs in its own process on the shipped model, as ``ros2 launch``
+would start it (in-process, Python threads of the replay and the view would compete with it for
+the GIL). This process runs the replay (the camera) and a console view that prints per frame the
+stages (ms, MACs, boxes, stop reason) and writes the annotated final frames to ``--out``. Halfway
+through it switches the vehicle mode through the node's parameter service, as ``ros2 param set``
+would.
 """
 from __future__ import annotations
 
 import argparse
+import signal
+import subprocess
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -15,16 +19,16 @@ from pathlib import Path
 import cv2
 import rclpy
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
 from anytime_perception.msg import DetectionArray
 
 from .conversions import image_to_rgb
-from .node import AnytimePerceptionNode
 from .replay import ReplayNode, add_replay_arguments, frame_source
 
 __all__ = ["TimelineView", "main"]
@@ -45,6 +49,8 @@ class TimelineView(Node):
         self.create_subscription(DetectionArray, "/perception/preliminary", self.preliminary_callback, 10)
         self.create_subscription(DetectionArray, "/perception/refined", self.refined_callback, 10)
         self.create_subscription(Image, "/perception/debug_image", self.debug_image_callback, qos_profile_sensor_data)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics_callback, 10)
+        self.diagnostics: dict[str, str] = {}
         self.mode_client = self.create_client(SetParameters, "/anytime_perception/set_parameters")
 
     def preliminary_callback(self, msg: DetectionArray) -> None:
@@ -65,6 +71,9 @@ class TimelineView(Node):
             path = self.out_dir / f"frame_{msg.header.stamp.sec}_{msg.header.stamp.nanosec:09d}.jpg"
             cv2.imwrite(str(path), cv2.cvtColor(image_to_rgb(msg), cv2.COLOR_RGB2BGR))
 
+    def diagnostics_callback(self, msg: DiagnosticArray) -> None:
+        self.diagnostics = {kv.key: kv.value for kv in msg.status[0].values}
+
     def switch_mode(self, mode: str) -> None:
         """Ask the node for another vehicle mode through its parameter service."""
         request = SetParameters.Request(parameters=[Parameter("vehicle_mode", value=mode).to_parameter_msg()])
@@ -77,25 +86,29 @@ def main(argv: list[str] | None = None) -> None:
     add_replay_arguments(parser)
     parser.add_argument("--mode", default="normal", help="initial vehicle mode")
     parser.add_argument("--switch-to", default="power_saving", help="mode to switch to halfway ('' = none)")
+    parser.add_argument("--model", default="", help="model directory (default: the node's shipped model)")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for annotated frames")
     args, ros_args = parser.parse_known_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rclpy.init(args=ros_args)
     frames = list(frame_source(args.source, args.size))[: args.frames or None]
-    perception = AnytimePerceptionNode(parameter_overrides=[
-        Parameter("vehicle_mode", value=args.mode), Parameter("publish_debug_image", value=True)])
+    node_args = ["-p", f"vehicle_mode:={args.mode}", "-p", "publish_debug_image:=true"]
+    if args.model:
+        node_args += ["-p", f"model:={Path(args.model).resolve()}"]
+    perception = subprocess.Popen(["anytime_node", "--ros-args", *node_args])  # as ros2 launch would
+    rclpy.init(args=ros_args)
     view = TimelineView(args.out)
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(perception)
-    executor.add_node(view)
     replay = ReplayNode(iter(frames), args.rate, reliable=args.reliable)
-    while replay.publisher.get_subscription_count() == 0:  # discovery before the first frame
-        executor.spin_once(timeout_sec=0.05)
-    time.sleep(0.2)  # matching completes on both ends asynchronously
-    executor.add_node(replay)
-    switched = not args.switch_to
-    drain_until = None  # after the last frame, leave time for its refinements
+    executor = SingleThreadedExecutor()
+    executor.add_node(view)
     try:
+        while replay.publisher.get_subscription_count() == 0:  # discovery before the first frame
+            if perception.poll() is not None:
+                raise SystemExit(f"anytime_node exited with code {perception.returncode}")
+            executor.spin_once(timeout_sec=0.05)
+        time.sleep(0.3)  # matching completes on both ends asynchronously
+        executor.add_node(replay)
+        switched = not args.switch_to
+        drain_until = None  # after the last frame, leave time for its refinements and diagnostics
         while drain_until is None or time.monotonic() < drain_until:
             executor.spin_once(timeout_sec=0.05)
             if not switched and replay.published >= len(frames) // 2:
@@ -105,11 +118,14 @@ def main(argv: list[str] | None = None) -> None:
                 drain_until = time.monotonic() + 1.5
     except KeyboardInterrupt:
         pass
+    finally:
+        perception.send_signal(signal.SIGINT)
+        perception.wait(timeout=10)
     reasons = Counter(m.stop_reason for m in view.finals)
     print(f"\n{replay.published} frames published, {len(view.finals)} answered; stop reasons {dict(reasons)}; "
           f"annotated frames in {args.out}/")
-    print("diagnostics:", perception.stats.summary())
-    for node in (replay, view, perception):
+    print("diagnostics:", view.diagnostics)
+    for node in (replay, view):
         node.destroy_node()
     rclpy.try_shutdown()
 

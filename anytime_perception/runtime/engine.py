@@ -86,10 +86,13 @@ class AnytimeEngine:
         x, _ = self.preprocess(np.zeros((size, size, 3), np.uint8))
         for _ in range(runs):
             carry: dict[str, np.ndarray] = {}
+            stage0_seconds = 0.0
             for k in range(self.model.num_stages):
                 t0 = time.perf_counter()
                 carry.update(self.model.run_stage(k, x, carry)[0])
-                self.latency.update(k, time.perf_counter() - t0)
+                seconds = time.perf_counter() - t0
+                stage0_seconds = stage0_seconds or seconds
+                self.latency.update(k, seconds, stage0_seconds)
 
     def start(self, image: np.ndarray, received_at: float | None = None,
               on_result: ResultCallback | None = None,
@@ -137,7 +140,8 @@ class AnytimeEngine:
         t0 = time.perf_counter()
         new_carry, heads, confidence = self.model.run_stage(k, frame.input, frame.carry)
         seconds = time.perf_counter() - t0
-        self.latency.update(k, seconds)
+        stage0_seconds = frame.results[0].stage_ms / 1000.0 if frame.results else seconds
+        self.latency.update(k, seconds, stage0_seconds)
         frame.carry.update(new_carry)
         macs = (frame.results[-1].macs if frame.results else 0) + stages[k].macs
         detections = decode_centernet(heads, manifest.decoder, frame.letterbox, manifest.labels,
@@ -151,7 +155,7 @@ class AnytimeEngine:
             next_stage_macs=0 if last else stages[k + 1].macs,
             now=time.perf_counter(),
             frame_start=frame.start,
-            predicted_stage_s=0.0 if last else self.latency.predict(k + 1),
+            predicted_stage_s=0.0 if last else self.latency.predict(k + 1, stage0_seconds),
             other_cpu_load=self.load_monitor.other_load(),
             confident=self.gate.is_confident(k, confidence, mode.name),
             newer_frame_waiting=bool(newer_frame_waiting and newer_frame_waiting()),

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import psutil
@@ -51,28 +53,30 @@ def decide(ctx: StageContext, mode: VehicleMode) -> StopReason | None:
 
 
 class LatencyEstimator:
-    """Online per-stage latency: EWMA of the time plus ``k`` EWMA absolute deviations.
+    """Online per-stage latency: each stage's time as a learned multiple of this frame's stage 0.
 
-    Measured times grow when the CPU is contended, so the prediction follows the load.
+    Stage 0 runs on every frame, so its time says how contended the CPU is right now; a later
+    stage is predicted as (median + ``k`` median absolute deviations of its recent ratios to stage
+    0) x this frame's stage-0 time. Medians keep one stalled run from inflating the estimate of a
+    stage that is then skipped (and so never re-measured) for good.
     """
 
-    def __init__(self, num_stages: int, alpha: float = 0.2, k: float = 2.0) -> None:
-        self.alpha, self.k = alpha, k
-        self._mean: list[float | None] = [None] * num_stages
-        self._dev = [0.0] * num_stages
+    def __init__(self, num_stages: int, window: int = 15, k: float = 2.0) -> None:
+        self.k = k
+        self._ratios: list[deque[float]] = [deque(maxlen=window) for _ in range(num_stages)]
 
-    def update(self, stage: int, seconds: float) -> None:
-        mean = self._mean[stage]
-        if mean is None:
-            self._mean[stage] = seconds
-            return
-        self._dev[stage] += self.alpha * (abs(seconds - mean) - self._dev[stage])
-        self._mean[stage] = mean + self.alpha * (seconds - mean)
+    def update(self, stage: int, seconds: float, stage0_seconds: float) -> None:
+        """Record stage ``stage`` taking ``seconds`` in a frame whose stage 0 took ``stage0_seconds``."""
+        self._ratios[stage].append(seconds / max(stage0_seconds, 1e-6))
 
-    def predict(self, stage: int) -> float:
-        """Predicted seconds for ``stage`` (0 before any measurement)."""
-        mean = self._mean[stage]
-        return 0.0 if mean is None else mean + self.k * self._dev[stage]
+    def predict(self, stage: int, stage0_seconds: float) -> float:
+        """Predicted seconds for ``stage`` in a frame whose stage 0 took ``stage0_seconds``."""
+        ratios = self._ratios[stage]
+        if not ratios:
+            return 0.0
+        median = statistics.median(ratios)
+        spread = statistics.median(abs(r - median) for r in ratios)
+        return (median + self.k * spread) * stage0_seconds
 
 
 class LoadMonitor:
