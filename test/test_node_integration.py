@@ -5,7 +5,6 @@ import os
 import time
 
 import cv2
-import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
