@@ -84,14 +84,16 @@ def test_engine_stops_on_cpu_load_from_other_processes(tiny_model):
     burners = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
                for _ in range(2)]
     try:
-        monitor = LoadMonitor(period_s=0.0)
+        monitor = LoadMonitor(period_s=0.1)
         time.sleep(1.0)
+        assert monitor.other_load() > 0.3
         engine = AnytimeEngine(AnytimeModel(tiny_model), _modes(ceiling=0.3), load_monitor=monitor, warmup_runs=0)
         results = engine.process(_image())
     finally:
         for b in burners:
             b.kill()
     assert results[-1].stop_reason == "load" and len(results) == 1
+    monitor.close()
 
 
 def test_mode_switch_applies_without_reload(shipped, road_signs_root):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import statistics
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -80,28 +79,34 @@ class LatencyEstimator:
 
 
 class LoadMonitor:
-    """System-wide CPU load from processes other than this one, sampled at most every ``period_s``.
+    """System-wide CPU load from processes other than this one, sampled every ``period_s`` in a
+    background thread, so reading it on a frame's hot path costs nothing.
 
     Our own inference is excluded, otherwise the node would curtail itself.
     """
 
     def __init__(self, period_s: float = 0.2) -> None:
+        if period_s <= 0:
+            raise ValueError(f"period_s must be > 0, got {period_s}")
         self.period_s = period_s
         self._process = psutil.Process(os.getpid())
         self._cores = psutil.cpu_count() or 1
-        self._lock = threading.Lock()
         self._value = 0.0
-        self._last = time.monotonic()
+        self._stop = threading.Event()
         psutil.cpu_percent(None)
         self._process.cpu_percent(None)
+        threading.Thread(target=self._sample, name="load_monitor", daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.period_s):
+            system = psutil.cpu_percent(None) / 100.0
+            own = self._process.cpu_percent(None) / 100.0 / self._cores
+            self._value = min(1.0, max(0.0, system - own))
 
     def other_load(self) -> float:
-        """Share of all cores busy with other processes, in [0, 1]."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._last >= self.period_s:
-                system = psutil.cpu_percent(None) / 100.0
-                own = self._process.cpu_percent(None) / 100.0 / self._cores
-                self._value = min(1.0, max(0.0, system - own))
-                self._last = now
-            return self._value
+        """Share of all cores busy with other processes over the last period, in [0, 1]."""
+        return self._value
+
+    def close(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
