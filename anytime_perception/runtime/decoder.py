@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .manifest import DecoderSpec
 from ..letterbox import Letterbox
+from .manifest import DecoderSpec
 from .types import Detection
 
 __all__ = ["decode_centernet"]
@@ -49,7 +49,6 @@ def decode_centernet(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox:
     scores = 1.0 / (1.0 + np.exp(-logits[cls, ys, xs]))
     offset_x, offset_y = 1.0 / (1.0 + np.exp(-heads["offset"][0][:, ys, xs]))  # [2, K]
     width, height = np.exp(heads["size"][0][:, ys, xs]) * (spec.stride / letterbox.scale)  # [2, K]
-    centre_x = ((xs + offset_x) * spec.stride - letterbox.pad_x) / letterbox.scale
-    centre_y = ((ys + offset_y) * spec.stride - letterbox.pad_y) / letterbox.scale
-    return [Detection(c, labels[c], s, x, y, w, h) for c, s, x, y, w, h in zip(
-        cls.tolist(), scores.tolist(), centre_x.tolist(), centre_y.tolist(), width.tolist(), height.tolist())]
+    centres = letterbox.to_image(np.stack([xs + offset_x, ys + offset_y], 1) * spec.stride)  # [K, 2]
+    return [Detection(c, labels[c], s, x, y, w, h) for c, s, (x, y), w, h in zip(
+        cls.tolist(), scores.tolist(), centres.tolist(), width.tolist(), height.tolist())]
