@@ -8,13 +8,13 @@ older one at its next stage boundary.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import rclpy
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
@@ -33,19 +33,10 @@ from ..runtime.mailbox import LatestSlot
 from ..runtime.stats import PipelineStats
 from .conversions import ImageError, image_to_rgb, result_to_msg, rgb_to_image
 
-__all__ = ["AnytimePerceptionNode", "main", "share_path"]
+__all__ = ["AnytimePerceptionNode", "main"]
 
 PACKAGE = "anytime_perception"
 DEFAULT_MODEL = "road_signs_anywidth"
-
-
-def share_path(relative: str) -> Path:
-    """``<install prefix>/share/anytime_perception/<relative>`` from AMENT_PREFIX_PATH."""
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        candidate = Path(prefix) / "share" / PACKAGE / relative
-        if prefix and candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"share/{PACKAGE}/{relative} not found under AMENT_PREFIX_PATH")
 
 
 def _resolve(value: str, kind: str, default: str) -> Path:
@@ -54,9 +45,12 @@ def _resolve(value: str, kind: str, default: str) -> Path:
     if Path(value).exists():
         return Path(value)
     try:
-        return share_path(f"{kind}/{value}")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{value!r} is neither an existing path nor in share/{PACKAGE}/{kind}/") from None
+        shared = Path(get_package_share_directory(PACKAGE)) / kind / value
+    except PackageNotFoundError:  # not installed through ament (e.g. a plain pip install)
+        shared = None
+    if shared is None or not shared.exists():
+        raise FileNotFoundError(f"{value!r} is neither an existing path nor in share/{PACKAGE}/{kind}/")
+    return shared
 
 
 class AnytimePerceptionNode(Node):
