@@ -86,13 +86,20 @@ class AnytimeEngine:
         x, _ = self.preprocess(np.zeros((size, size, 3), np.uint8))
         for _ in range(runs):
             carry: dict[str, np.ndarray] = {}
-            stage0_seconds = 0.0
+            stage0_seconds = None
             for k in range(self.model.num_stages):
-                t0 = time.perf_counter()
-                carry.update(self.model.run_stage(k, x, carry)[0])
-                seconds = time.perf_counter() - t0
+                new_carry, _, _, seconds = self._run_stage(k, x, carry, stage0_seconds)
+                carry.update(new_carry)
                 stage0_seconds = stage0_seconds or seconds
-                self.latency.update(k, seconds, stage0_seconds)
+
+    def _run_stage(self, k: int, x: np.ndarray, carry: dict[str, np.ndarray], stage0_seconds: float | None
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float | None, float]:
+        """Run stage ``k`` and feed its time (relative to the frame's stage 0) to the latency estimate."""
+        t0 = time.perf_counter()
+        new_carry, heads, confidence = self.model.run_stage(k, x, carry)
+        seconds = time.perf_counter() - t0
+        self.latency.update(k, seconds, stage0_seconds or seconds)
+        return new_carry, heads, confidence, seconds
 
     def start(self, image: np.ndarray, received_at: float | None = None,
               on_result: ResultCallback | None = None,
@@ -137,11 +144,9 @@ class AnytimeEngine:
         manifest = self.model.manifest
         stages = manifest.stages
         k = len(frame.results)
-        t0 = time.perf_counter()
-        new_carry, heads, confidence = self.model.run_stage(k, frame.input, frame.carry)
-        seconds = time.perf_counter() - t0
-        stage0_seconds = frame.results[0].stage_ms / 1000.0 if frame.results else seconds
-        self.latency.update(k, seconds, stage0_seconds)
+        stage0_seconds = frame.results[0].stage_ms / 1000.0 if frame.results else None
+        new_carry, heads, confidence, seconds = self._run_stage(k, frame.input, frame.carry, stage0_seconds)
+        stage0_seconds = stage0_seconds or seconds
         frame.carry.update(new_carry)
         macs = (frame.results[-1].macs if frame.results else 0) + stages[k].macs
         detections = decode_centernet(heads, manifest.decoder, frame.letterbox, manifest.labels,
