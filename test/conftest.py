@@ -15,6 +15,7 @@ SHIPPED_MODEL = REPO / "models" / "road_signs_anywidth"
 MODES_FILE = REPO / "config" / "modes.yaml"
 DATASETS = Path(os.environ.get("ANYTIME_DATASETS", REPO.parent / "shared" / "datasets"))
 ROAD_SIGNS = DATASETS / "road_signs"
+CIFAR10 = DATASETS / "cifar10" / "cifar10_jpg.zip"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,9 @@
-"""CLI: ``python -m anytime_perception.export --checkpoint runs/anywidth/last.pt --out models/NAME``."""
+"""CLI: ``python -m anytime_perception.export --checkpoint runs/.../last.pt --out models/NAME``.
+
+Detector checkpoints (``python -m anytime_perception.training``) become per-stage detector graphs;
+classifier checkpoints (``python -m anytime_perception.training.stepping_run``) of SteppingNet or
+any-width networks become one graph per subnet increment.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,26 +12,47 @@ import torch
 
 from ..data.road_signs import CLASSES
 from ..nets import build_model
+from ..nets.stepping import SteppingClassifier
 from ..training.dataset import MEAN, STD
+from ..training.stepping_run import load_classifier
 from ..training.train import load_checkpoint
 from .stages import export_stages, verify_stages
+from .stepping import export_stepping
+
+
+def _export_detector(state: dict, out: str, name: str) -> float:
+    cfg = state["config"]
+    model = build_model(cfg["model"], num_classes=len(CLASSES), input_size=cfg["input_size"])
+    model.load_state_dict(state["model"])
+    export_stages(model, out, name, CLASSES, MEAN, STD)
+    torch.save({"model": model.state_dict(), "config": cfg}, f"{out}/weights.pt")
+    image = torch.randn(1, 3, cfg["input_size"], cfg["input_size"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return verify_stages(model.eval()(image), out, image)
+
+
+def _export_classifier(checkpoint: str, out: str, name: str) -> float:
+    model, meta = load_classifier(checkpoint)
+    if not isinstance(model, SteppingClassifier):
+        raise SystemExit(f"{checkpoint}: a {meta['kind']} network recomputes every subnet; only nested "
+                         "(SteppingNet / any-width) classifiers export as increments")
+    export_stepping(model, out, name, tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]))
+    image = torch.randn(1, 3, model.spec.input_size, model.spec.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return verify_stages([{"logits": o} for o in model.forward_all(image)], out, image)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="training checkpoint (last.pt)")
     parser.add_argument("--out", required=True, help="model directory to write")
     parser.add_argument("--name", default=None, help="model name in the manifest (default: out dir name)")
     args = parser.parse_args(argv)
+    name = args.name or args.out.rstrip("/").split("/")[-1]
     state = load_checkpoint(args.checkpoint)
-    cfg = state["config"]
-    model = build_model(cfg["model"], num_classes=len(CLASSES), input_size=cfg["input_size"])
-    model.load_state_dict(state["model"])
-    path = export_stages(model, args.out, args.name or args.out.rstrip("/").split("/")[-1], CLASSES, MEAN, STD)
-    torch.save({"model": model.state_dict(), "config": cfg}, f"{args.out}/weights.pt")
-    size = cfg["input_size"]
-    error = verify_stages(model, args.out, torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)))
-    print(f"wrote {path}; max |onnx - torch| over all stage heads = {error:.2e}")
+    error = (_export_classifier(args.checkpoint, args.out, name) if "meta" in state
+             else _export_detector(state, args.out, name))
+    print(f"wrote {args.out}/manifest.yaml; max |onnx - torch| over all stage heads = {error:.2e}")
 
 
 if __name__ == "__main__":

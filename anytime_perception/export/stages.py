@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..nets.anywidth import AnyWidthDetector
 from .macs import count_macs
 
-__all__ = ["export_stages", "verify_stages"]
+__all__ = ["export_stages", "verify_stages", "export_graph"]
 
 HEADS = ("heatmap", "size", "offset")
 OPSET = 17
@@ -51,7 +51,14 @@ class _Full(nn.Module):
         return tuple(heads[h] for h in HEADS)
 
 
-def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> None:
+def export_graph(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> None:
+    """Export ``module`` in eval mode to ``path``.
+
+    The exporter restores the wrapper's mode afterwards; a fresh wrapper is in training mode, which
+    would switch the wrapped model to training and let later forward passes update its BN
+    statistics. Putting the wrapper in eval mode first keeps the model untouched.
+    """
+    module.eval()
     torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
                       opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
@@ -71,14 +78,14 @@ def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, label
             last = k == model.num_stages - 1
             carry_in, carry_out = list(carry), [] if last else list(new)
             file = out / f"stage{k}.onnx"
-            _export(_Stage(model, k, carry_in, carry_out), (image, *carry.values()), file,
+            export_graph(_Stage(model, k, carry_in, carry_out), (image, *carry.values()), file,
                     ["image", *carry_in], carry_out + list(HEADS))
             stages.append({"name": f"stage{k}", "file": file.name, "macs": count_macs(file),
                            "inputs": ["image", *carry_in], "carry_outputs": carry_out,
                            "head_outputs": {h: h for h in HEADS}})
             carry.update(new)
         full = out / "full.onnx"
-        _export(_Full(model), (image,), full, ["image"], list(HEADS))
+        export_graph(_Full(model), (image,), full, ["image"], list(HEADS))
     manifest = {
         "format_version": 1,
         "name": name,
@@ -96,18 +103,23 @@ def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, label
     return path
 
 
-def verify_stages(model: AnyWidthDetector, out_dir: str | Path, image: Tensor) -> float:
-    """Largest absolute difference between ONNX Runtime stage outputs and the torch subnets."""
+def verify_stages(expected: list[dict[str, Tensor]], out_dir: str | Path, image: Tensor) -> float:
+    """Largest absolute difference between the ONNX Runtime stage heads and ``expected``.
+
+    Args:
+        expected: the torch model's head outputs of every subnet, in stage order.
+        out_dir: the exported model directory.
+        image: the input both were computed on.
+    """
     manifest = yaml.safe_load((Path(out_dir) / "manifest.yaml").read_text())
-    with torch.no_grad():
-        expected = model.eval()(image)
     carry: dict[str, np.ndarray] = {}
     worst = 0.0
     for k, stage in enumerate(manifest["stages"]):
         session = ort.InferenceSession(str(Path(out_dir) / stage["file"]), providers=["CPUExecutionProvider"])
         feeds = {n: image.numpy() if n == "image" else carry[n] for n in stage["inputs"]}
-        names = stage["carry_outputs"] + list(HEADS)
+        heads = stage["head_outputs"]
+        names = list(dict.fromkeys(stage["carry_outputs"] + list(heads.values())))
         values = dict(zip(names, session.run(names, feeds)))
         carry.update({n: values[n] for n in stage["carry_outputs"]})
-        worst = max(worst, *(float(np.abs(values[h] - expected[k][h].numpy()).max()) for h in HEADS))
+        worst = max(worst, *(float(np.abs(values[name] - expected[k][key].numpy()).max()) for key, name in heads.items()))
     return worst

@@ -16,6 +16,7 @@ import numpy as np
 from ..letterbox import Letterbox
 from .decoder import decode_centernet
 from .gate import Gate, ThresholdGate
+from .manifest import ManifestError
 from .model import AnytimeModel
 from .modes import ModeTable, VehicleMode
 from .preprocess import Preprocessor
@@ -62,6 +63,9 @@ class AnytimeEngine:
     def __init__(self, model: AnytimeModel, modes: ModeTable, mode: str | None = None, *,
                  score_threshold: float = 0.3, load_monitor: LoadMonitor | None = None,
                  gate: Gate | None = None, warmup_runs: int = 3) -> None:
+        if model.manifest.task != "detection":
+            raise ManifestError(f"manifest.task: the engine publishes detections; model {model.manifest.name!r} "
+                                f"is a {model.manifest.task} model")
         self.model = model
         self.modes = modes
         self._mode = modes.get(mode or modes.default_mode)

@@ -14,7 +14,9 @@ __all__ = ["ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "Manifest",
 
 FORMAT_VERSION = 1
 IMAGE_INPUT = "image"
-HEAD_KEYS = ("heatmap", "size", "offset")
+# what each task's stages must output, and the decoder that turns it into a result
+HEAD_KEYS = {"detection": ("heatmap", "size", "offset"), "classification": ("logits",)}
+DECODERS = {"detection": "centernet", "classification": "softmax"}
 
 
 class ManifestError(ValueError):
@@ -33,10 +35,11 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class DecoderSpec:
-    """How head outputs become boxes (``centernet``: heatmap peaks + size + offset)."""
+    """How head outputs become results: ``centernet`` (heatmap peaks + size + offset -> boxes)
+    or ``softmax`` (logits -> class probabilities)."""
 
     type: str
-    stride: int
+    stride: int = 1
     max_detections: int = 50
     nms_kernel: int = 3
 
@@ -83,7 +86,7 @@ def _get(data: dict, key: str, where: str, kind: type) -> Any:
     return value
 
 
-def _stage(data: Any, where: str, root: Path) -> StageSpec:
+def _stage(data: Any, where: str, root: Path, head_keys: tuple[str, ...]) -> StageSpec:
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: expected a mapping")
     file = root / _get(data, "file", where, str)
@@ -93,7 +96,7 @@ def _stage(data: Any, where: str, root: Path) -> StageSpec:
     if macs <= 0:
         raise ManifestError(f"{where}.macs: must be a positive integer, got {macs}")
     heads = _get(data, "head_outputs", where, dict)
-    missing = [k for k in HEAD_KEYS if k not in heads]
+    missing = [k for k in head_keys if k not in heads]
     if missing:
         raise ManifestError(f"{where}.head_outputs: missing {', '.join(missing)}")
     return StageSpec(
@@ -114,8 +117,8 @@ def _parse(data: Any, root: Path) -> Manifest:
     if version != FORMAT_VERSION:
         raise ManifestError(f"manifest.format_version: {version} unsupported (expected {FORMAT_VERSION})")
     task = _get(data, "task", "manifest", str)
-    if task != "detection":
-        raise ManifestError(f"manifest.task: {task!r} unsupported (expected 'detection')")
+    if task not in HEAD_KEYS:
+        raise ManifestError(f"manifest.task: {task!r} unsupported (expected one of {', '.join(HEAD_KEYS)})")
     labels = tuple(_get(data, "labels", "manifest", list))
     inp = _get(data, "input", "manifest", dict)
     mean, std = _get(inp, "mean", "input", list), _get(inp, "std", "input", list)
@@ -123,14 +126,14 @@ def _parse(data: Any, root: Path) -> Manifest:
         raise ManifestError("input.mean/std: expected three values each, std > 0")
     input_spec = InputSpec(_get(inp, "size", "input", int), tuple(mean), tuple(std), int(inp.get("pad_value", 114)))
     dec = _get(data, "decoder", "manifest", dict)
-    if _get(dec, "type", "decoder", str) != "centernet":
-        raise ManifestError(f"decoder.type: {dec['type']!r} unsupported (expected 'centernet')")
-    decoder = DecoderSpec("centernet", _get(dec, "stride", "decoder", int),
-                          int(dec.get("max_detections", 50)), int(dec.get("nms_kernel", 3)))
+    if _get(dec, "type", "decoder", str) != DECODERS[task]:
+        raise ManifestError(f"decoder.type: {dec['type']!r} unsupported for {task} (expected {DECODERS[task]!r})")
+    decoder = (DecoderSpec("centernet", _get(dec, "stride", "decoder", int), int(dec.get("max_detections", 50)),
+                           int(dec.get("nms_kernel", 3))) if task == "detection" else DecoderSpec("softmax"))
     raw_stages = _get(data, "stages", "manifest", list)
     if not raw_stages:
         raise ManifestError("manifest.stages: at least one stage is required")
-    stages = tuple(_stage(s, f"stages[{i}]", root) for i, s in enumerate(raw_stages))
+    stages = tuple(_stage(s, f"stages[{i}]", root, HEAD_KEYS[task]) for i, s in enumerate(raw_stages))
     available = {IMAGE_INPUT}
     for i, stage in enumerate(stages):
         unknown = [n for n in stage.inputs if n not in available]
@@ -151,7 +154,7 @@ def _parse(data: Any, root: Path) -> Manifest:
         decoder=decoder,
         stages=stages,
         gates=gates,
-        full_model=_stage(full, "full_model", root) if full is not None else None,
+        full_model=_stage(full, "full_model", root, HEAD_KEYS[task]) if full is not None else None,
         root=root,
     )
 

@@ -79,6 +79,7 @@ class AnytimeModel:
         names = list(spec.carry_outputs) + list(spec.head_outputs.values())
         if spec.confidence_output:
             names.append(spec.confidence_output)
+        names = list(dict.fromkeys(names))  # a carry tensor may also be a head (cumulative logits)
         values = dict(zip(names, session.run(names, {n: available[n] for n in spec.inputs})))
         carry = {n: values[n] for n in spec.carry_outputs}
         heads = {key: values[name] for key, name in spec.head_outputs.items()}

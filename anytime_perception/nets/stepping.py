@@ -1,0 +1,268 @@
+"""SteppingNet classifiers: nested subnets with a learned neuron-to-subnet assignment.
+
+Every hidden neuron (a conv channel or a fully connected unit) has a *level*: the smallest subnet
+it belongs to (``num_subnets`` means removed). Subnet ``i`` uses the neurons of level ``<= i``,
+and a synapse from neuron ``a`` into neuron ``b`` exists only if ``level(a) <= level(b)``: new
+neurons never feed old ones, so a neuron's activation is the same in every subnet that has it
+and a larger subnet reuses all activations of the smaller ones. The output layer is shared:
+the logits of subnet ``i`` are the bias plus the contributions of the inputs of level ``<= i``,
+so they grow additively, one increment per subnet.
+
+``forward_increment(image, carry, k)`` computes exactly the neurons of level ``k`` from the cached
+activations of levels ``< k`` and adds their share to the logits; training (``forward``) and the
+per-increment ONNX export both use it, so what is exported is what was trained. Weights may also
+be pruned by magnitude with revivable (straight-through) masks. With one subnet and every level
+0 the class is a plain CNN: the original network SteppingNet starts from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["ConvSpec", "ClassifierSpec", "SteppingClassifier", "LENET_3C1L", "LENET_5", "ARCHITECTURES"]
+
+Carry = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One conv layer: ``channels`` filters of ``kernel x kernel``, then BN, ReLU, 2x2 max-pool."""
+
+    channels: int
+    kernel: int = 5
+    padding: int = 2
+    pool: bool = True
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """A LeNet-style classifier: conv layers, fully connected hidden layers, a linear output."""
+
+    name: str
+    convs: tuple[ConvSpec, ...]
+    hidden: tuple[int, ...] = ()
+    num_classes: int = 10
+    input_size: int = 32
+
+    def expanded(self, ratio: float) -> "ClassifierSpec":
+        """Every hidden layer widened by ``ratio`` (SteppingNet's starting point)."""
+        return replace(self, convs=tuple(replace(c, channels=round(c.channels * ratio)) for c in self.convs),
+                       hidden=tuple(round(h * ratio) for h in self.hidden))
+
+    def with_classes(self, num_classes: int) -> "ClassifierSpec":
+        return replace(self, num_classes=num_classes)
+
+
+LENET_3C1L = ClassifierSpec("lenet_3c1l", (ConvSpec(32), ConvSpec(32), ConvSpec(64)))
+LENET_5 = ClassifierSpec("lenet5", (ConvSpec(6, 5, 0), ConvSpec(16, 5, 0)), (120, 84))
+ARCHITECTURES: dict[str, ClassifierSpec] = {s.name: s for s in (LENET_3C1L, LENET_5)}
+
+
+class SteppingClassifier(nn.Module):
+    """A classifier whose hidden neurons are split into ``num_subnets`` nested levels.
+
+    Buffers ``level<l>`` (one int per neuron of hidden layer ``l``) and ``prune<l>`` (one bool per
+    weight of weighted layer ``l``, the output layer last) are part of the state dict.
+    """
+
+    def __init__(self, spec: ClassifierSpec, num_subnets: int = 1) -> None:
+        super().__init__()
+        self.spec, self.num_subnets = spec, num_subnets
+        channels = [3] + [c.channels for c in spec.convs]
+        self.convs = nn.ModuleList(nn.Conv2d(i, c.channels, c.kernel, padding=c.padding, bias=False)
+                                   for i, c in zip(channels, spec.convs))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c.channels) for c in spec.convs)
+        size, self.conv_out_hw = spec.input_size, []
+        for c in spec.convs:
+            size = size + 2 * c.padding - c.kernel + 1
+            self.conv_out_hw.append(size * size)
+            size = size // 2 if c.pool else size
+        self.flat_hw = size * size  # spatial positions per channel after the last conv
+        features = [channels[-1] * self.flat_hw] + list(spec.hidden)
+        self.fcs = nn.ModuleList(nn.Linear(i, o) for i, o in zip(features, spec.hidden))
+        self.out = nn.Linear(features[-1], spec.num_classes)
+        for l, width in enumerate(self.widths):
+            self.register_buffer(f"level{l}", torch.zeros(width, dtype=torch.long))
+        for l, layer in enumerate(self.weighted_layers):
+            self.register_buffer(f"prune{l}", torch.ones_like(layer.weight, dtype=torch.bool))
+        self._groups: list[list[Tensor]] | None = None
+
+    # ---- structure -------------------------------------------------------------------------
+
+    @property
+    def num_hidden(self) -> int:
+        return len(self.convs) + len(self.fcs)
+
+    @property
+    def widths(self) -> list[int]:
+        return [c.channels for c in self.spec.convs] + list(self.spec.hidden)
+
+    @property
+    def weighted_layers(self) -> list[nn.Module]:
+        return [*self.convs, *self.fcs, self.out]
+
+    def levels(self, l: int) -> Tensor:
+        """Level of every neuron of hidden layer ``l``."""
+        return getattr(self, f"level{l}")
+
+    def prune_mask(self, l: int) -> Tensor:
+        return getattr(self, f"prune{l}")
+
+    def set_levels(self, l: int, levels: Tensor) -> None:
+        """Assign levels of hidden layer ``l`` (values in ``0..num_subnets``; the last = removed).
+
+        Every layer keeps at least one neuron in subnet 0, so every subnet has a path to the output.
+        """
+        if levels.shape != self.levels(l).shape or levels.min() != 0 or levels.max() > self.num_subnets:
+            raise ValueError(f"layer {l}: levels must have shape {tuple(self.levels(l).shape)}, "
+                             f"values in 0..{self.num_subnets} and at least one 0")
+        self.levels(l).copy_(levels)
+        self._groups = None
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # levels change with the state
+        super()._load_from_state_dict(*args, **kwargs)
+        self._groups = None
+
+    def groups(self, l: int) -> list[Tensor]:
+        """Indices of the neurons of hidden layer ``l`` at each level ``0..num_subnets-1``."""
+        if self._groups is None:
+            self._groups = [[torch.nonzero(self.levels(h) == k).squeeze(1) for k in range(self.num_subnets)]
+                            for h in range(self.num_hidden)]
+        return self._groups[l]
+
+    def input_levels(self, l: int) -> np.ndarray:
+        """Level of every input feature of weighted layer ``l`` (image channels: level 0)."""
+        if l == 0:
+            return np.zeros(3, np.int64)
+        levels = self.levels(l - 1).cpu().numpy()
+        return np.repeat(levels, self.flat_hw) if l == len(self.convs) else levels
+
+    def macs(self, subnet: int) -> int:
+        """Multiply-accumulates of subnet ``subnet`` (dense: pruned weights still count)."""
+        total = 0
+        for l in range(self.num_hidden + 1):
+            inputs = np.sort(self.input_levels(l))
+            if l == self.num_hidden:  # shared output layer
+                total += self.spec.num_classes * int(np.searchsorted(inputs, subnet, side="right"))
+                continue
+            levels = self.levels(l).cpu().numpy()
+            fan_in = np.searchsorted(inputs, levels[levels <= subnet], side="right").sum()
+            per_input = self.conv_out_hw[l] * self.spec.convs[l].kernel ** 2 if l < len(self.convs) else 1
+            total += int(fan_in) * per_input
+        return total
+
+    def weight_owners(self) -> list[tuple[nn.Parameter, Tensor]]:
+        """Each parameter with the level that owns each of its elements (for LR suppression).
+
+        A hidden layer's weights and BN/bias belong to the level of their output neuron; the
+        output layer's weights belong to the level of their input feature, its bias to level 0.
+        """
+        pairs: list[tuple[nn.Parameter, Tensor]] = []
+        for l, layer in enumerate(self.weighted_layers[:-1]):
+            levels = self.levels(l)
+            shape = (-1,) + (1,) * (layer.weight.dim() - 1)
+            pairs.append((layer.weight, levels.view(shape).expand_as(layer.weight)))
+            extras = (self.norms[l].weight, self.norms[l].bias) if l < len(self.convs) else (layer.bias,)
+            pairs.extend((p, levels) for p in extras)
+        inputs = torch.as_tensor(self.input_levels(self.num_hidden), device=self.out.weight.device)
+        pairs.append((self.out.weight, inputs.expand_as(self.out.weight)))
+        pairs.append((self.out.bias, torch.zeros_like(self.out.bias, dtype=torch.long)))
+        return pairs
+
+    # ---- computation -----------------------------------------------------------------------
+
+    def _weight(self, l: int) -> Tensor:
+        """Weight of weighted layer ``l`` with its pruning mask, straight-through (revivable)."""
+        w = self.weighted_layers[l].weight
+        return w + (w * self.prune_mask(l) - w).detach()
+
+    def _features(self, l: int, idx: Tensor) -> Tensor:
+        """Input features that neurons ``idx`` of hidden layer ``l`` give the next layer."""
+        if l != len(self.convs) - 1:
+            return idx
+        # the last conv is flattened: channel c covers features c*hw .. c*hw+hw-1
+        return (idx[:, None] * self.flat_hw + torch.arange(self.flat_hw, device=idx.device)).flatten()
+
+    def _input_index(self, l: int, k: int) -> Tensor:
+        """Columns of weighted layer ``l`` read at increment ``k``: its inputs of level ``<= k``."""
+        return self._features(l - 1, torch.cat(self.groups(l - 1)[: k + 1]))
+
+    def _norm(self, l: int, x: Tensor, idx: Tensor) -> Tensor:
+        """BatchNorm of the channels ``idx`` of conv layer ``l``; running stats written back."""
+        bn = self.norms[l]
+        mean, var = bn.running_mean[idx], bn.running_var[idx]
+        y = F.batch_norm(x, mean, var, bn.weight[idx], bn.bias[idx], self.training, bn.momentum, bn.eps)
+        if self.training:
+            with torch.no_grad():
+                bn.running_mean[idx], bn.running_var[idx] = mean, var
+        return y
+
+    def _layer_input(self, l: int, image: Tensor, carry: Carry, new: Carry, k: int) -> tuple[Tensor, Tensor]:
+        """(input tensor, column index) of hidden layer ``l`` at increment ``k``."""
+        if l == 0:
+            return image, torch.arange(3, device=image.device)
+        parts = [t for j in range(k + 1) if (t := new.get(f"h{l - 1}.{j}", carry.get(f"h{l - 1}.{j}"))) is not None]
+        if l >= len(self.convs):
+            parts = [t.flatten(1) for t in parts]
+        return torch.cat(parts, 1), self._input_index(l, k)
+
+    def forward_increment(self, image: Tensor, carry: Carry, k: int,
+                          scales: list[Tensor] | None = None) -> tuple[Carry, Tensor]:
+        """Increment ``k``: the level-``k`` neurons of every layer, then the logits of subnet ``k``.
+
+        Args:
+            image: [N, 3, S, S] normalised input.
+            carry: ``"h<layer>.<level>"`` -> activation for levels ``< k`` and ``"logits.<k-1>"``.
+            k: increment (subnet) index.
+            scales: optional per-neuron multipliers ``r`` (ones) per hidden layer; their gradients
+                are SteppingNet's importance signal.
+
+        Returns:
+            The new carry entries (non-empty level-``k`` groups and ``"logits.<k>"``) and the logits.
+        """
+        new: Carry = {}
+        for l in range(self.num_hidden):
+            idx_out = self.groups(l)[k]
+            if idx_out.shape[0] == 0:
+                continue
+            x, idx_in = self._layer_input(l, image, carry, new, k)
+            w = self._weight(l)[idx_out][:, idx_in]
+            if l < len(self.convs):
+                spec = self.spec.convs[l]
+                h = F.relu(self._norm(l, F.conv2d(x, w, padding=spec.padding), idx_out))
+                h = F.max_pool2d(h, 2) if spec.pool else h
+            else:
+                h = F.relu(F.linear(x, w, self.fcs[l - len(self.convs)].bias[idx_out]))
+            if scales is not None:
+                h = h * scales[l][idx_out].view((1, -1) + (1,) * (h.dim() - 2))
+            new[f"h{l}.{k}"] = h
+        logits = self.out.bias.expand(image.shape[0], -1) if k == 0 else carry[f"logits.{k - 1}"]
+        last = self.num_hidden - 1
+        if f"h{last}.{k}" in new:
+            x, idx = new[f"h{last}.{k}"].flatten(1), self._features(last, self.groups(last)[k])
+            logits = logits + F.linear(x, self._weight(self.num_hidden)[:, idx])
+        new[f"logits.{k}"] = logits
+        return new, logits
+
+    def forward(self, image: Tensor, subnet: int | None = None, scales: list[Tensor] | None = None) -> Tensor:
+        """Logits of subnet ``subnet`` (default: the largest)."""
+        subnet = self.num_subnets - 1 if subnet is None else subnet
+        carry: Carry = {}
+        for k in range(subnet + 1):
+            new, logits = self.forward_increment(image, carry, k, scales)
+            carry.update(new)
+        return logits
+
+    def forward_all(self, image: Tensor) -> list[Tensor]:
+        """Logits of every subnet from one pass (each increment computed once)."""
+        carry: Carry = {}
+        outputs = []
+        for k in range(self.num_subnets):
+            new, logits = self.forward_increment(image, carry, k)
+            carry.update(new)
+            outputs.append(logits)
+        return outputs

@@ -1,0 +1,228 @@
+"""SteppingNet construction and retraining (Sun et al., 2022), and the nested baselines.
+
+- ``construct``: start from the original network expanded by a ratio, every neuron in the
+  smallest subnet. Each iteration trains all subnets ``m`` batches (ascending, with learning-rate
+  suppression), accumulates the importance ``M_j = sum_k alpha_k |dL_k/dr_j|`` of every neuron,
+  updates the revivable magnitude-pruning masks, then moves the least important neurons whose
+  MACs just exceed ``(P_t - P_1) / N_t`` from each subnet over its target to the next one (out of
+  the last subnet = removed).
+- ``fit``: training of any nested classifier with ``gamma * CE + (1 - gamma) * KL`` against a
+  teacher, subnets in ascending order per batch, gradients of weights owned by a smaller subnet
+  ``i`` scaled by ``beta^(j - i)`` while subnet ``j`` trains. Used for SteppingNet's retraining,
+  the baselines (same code, same recipe) and, with one subnet and no teacher, the original network.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..nets.stepping import SteppingClassifier
+
+__all__ = ["SteppingConfig", "fit", "construct", "move_neurons", "update_pruning", "assign_regular_levels",
+           "suppress_gradients"]
+
+Batches = Iterator[tuple[Tensor, Tensor]]
+
+
+@dataclass
+class SteppingConfig:
+    """SteppingNet hyper-parameters; defaults are the paper's settings."""
+
+    iterations: int = 300  # N_t
+    batches_per_iteration: int = 250  # m
+    alpha_growth: float = 1.5  # alpha_1 = 1, x1.5 per larger subnet
+    beta: float = 0.9  # learning-rate suppression base
+    gamma: float = 0.4  # CE weight in the distillation loss
+    temperature: float = 1.0  # of the KL term
+    prune_threshold: float = 0.05  # prune |w| below this fraction of the layer's mean |w|
+    min_neurons: int = 1  # every subnet keeps at least this many neurons per layer
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+def make_optimizer(model: nn.Module, cfg: SteppingConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=True)
+
+
+def distillation_loss(logits: Tensor, labels: Tensor, teacher: Tensor | None, gamma: float,
+                      temperature: float) -> Tensor:
+    """``gamma * CE + (1 - gamma) * KL(teacher || student)``; plain CE without a teacher."""
+    ce = F.cross_entropy(logits, labels)
+    if teacher is None:
+        return ce
+    t = temperature
+    kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                  reduction="batchmean") * t * t
+    return gamma * ce + (1 - gamma) * kl
+
+
+def suppress_gradients(owners: list[tuple[nn.Parameter, Tensor]], subnet: int, beta: float) -> None:
+    """Scale the gradient of every weight owned by subnet ``i < subnet`` by ``beta^(subnet - i)``."""
+    if beta == 1.0:
+        return
+    for param, owner in owners:
+        if param.grad is not None:
+            param.grad.mul_(torch.pow(beta, (subnet - owner).clamp(min=0).to(param.grad.dtype)))
+
+
+def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor,
+                cfg: SteppingConfig, teacher: nn.Module | None, beta: float,
+                importance: list[Tensor] | None = None) -> list[float]:
+    """One batch for every subnet in ascending order; returns the subnet losses.
+
+    With ``importance`` (one tensor per hidden layer) the per-neuron importance
+    ``alpha_k |dL_k / dr_j|`` is accumulated into it (SteppingNet construction).
+    """
+    with torch.no_grad():
+        target = teacher(images) if teacher is not None else None
+    owners = model.weight_owners()
+    losses = []
+    for subnet in range(model.num_subnets):
+        scales = ([torch.ones(w, requires_grad=True) for w in model.widths] if importance is not None else None)
+        logits = model(images, subnet, scales) if scales is not None else model(images, subnet)
+        loss = distillation_loss(logits, labels, target, cfg.gamma, cfg.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        suppress_gradients(owners, subnet, beta)
+        optimizer.step()
+        losses.append(loss.item())
+        if importance is not None:
+            alpha = cfg.alpha_growth ** subnet
+            for acc, r in zip(importance, scales):
+                if r.grad is not None:
+                    acc.add_(alpha * r.grad.abs())
+    return losses
+
+
+def fit(model: nn.Module, data: Batches, steps: int, cfg: SteppingConfig, teacher: nn.Module | None = None,
+        beta: float | None = None, start_step: int = 0, optimizer: torch.optim.Optimizer | None = None,
+        on_epoch: Callable[[int, torch.optim.Optimizer], None] | None = None, steps_per_epoch: int = 0,
+        desc: str = "fit") -> torch.optim.Optimizer:
+    """Train ``model`` for ``steps`` batches with cosine LR; ``on_epoch(step, optimizer)`` checkpoints."""
+    optimizer = optimizer or make_optimizer(model, cfg)
+    beta = cfg.beta if beta is None else beta
+    if teacher is not None:
+        teacher.eval()
+    bar = tqdm(range(start_step, steps), initial=start_step, total=steps, desc=desc, mininterval=5)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        model.train()
+        images, labels = next(data)
+        losses = train_batch(model, optimizer, images, labels, cfg, teacher, beta)
+        bar.set_postfix({f"L{k}": f"{v:.2f}" for k, v in enumerate(losses)}, refresh=False)
+        if on_epoch is not None and steps_per_epoch and ((step + 1) % steps_per_epoch == 0 or step + 1 == steps):
+            on_epoch(step + 1, optimizer)
+    return optimizer
+
+
+def update_pruning(model: SteppingClassifier, threshold: float) -> float:
+    """Recompute the magnitude-pruning masks (revivable: weights keep training); returns sparsity."""
+    pruned = total = 0
+    with torch.no_grad():
+        for l, layer in enumerate(model.weighted_layers):
+            magnitude = layer.weight.abs()
+            mask = magnitude >= threshold * magnitude.mean()
+            model.prune_mask(l).copy_(mask)
+            pruned += int((~mask).sum())
+            total += mask.numel()
+    return pruned / total
+
+
+def _over_target(model: SteppingClassifier, i: int, targets: list[int]) -> bool:
+    """Subnet ``i`` must shed neurons: above its target, and (for i > 0) with a surplus over
+    subnet ``i - 1`` larger than the targets' gap."""
+    macs = model.macs(i)
+    if macs <= targets[i]:
+        return False
+    return i == 0 or macs - model.macs(i - 1) > targets[i] - targets[i - 1]
+
+
+def move_neurons(model: SteppingClassifier, importance: list[Tensor], targets: list[int], chunk: float,
+                 min_neurons: int = 1) -> int:
+    """Move the least important neurons (MACs just over ``chunk``) out of every subnet over its target.
+
+    Subnets are visited from the largest down, so a neuron moves at most one level per call;
+    moving out of the last subnet removes the neuron; every subnet keeps ``min_neurons`` per layer.
+    Returns the number of neurons moved.
+    """
+    moved = 0
+    for i in reversed(range(model.num_subnets)):
+        if not _over_target(model, i, targets):
+            continue
+        candidates = sorted((float(importance[l][j]), l, int(j)) for l in range(model.num_hidden)
+                            for j in torch.nonzero(model.levels(l) == i).squeeze(1))
+        start = model.macs(i)
+        for _, l, j in candidates:
+            if start - model.macs(i) >= chunk or not _over_target(model, i, targets):
+                break
+            levels = model.levels(l).clone()
+            if int((levels <= i).sum()) <= min_neurons:
+                continue
+            levels[j] = i + 1
+            model.set_levels(l, levels)
+            moved += 1
+    return moved
+
+
+def construct(model: SteppingClassifier, data: Batches, targets: list[int], cfg: SteppingConfig,
+              start_iteration: int = 0, optimizer: torch.optim.Optimizer | None = None,
+              on_iteration: Callable[[int, torch.optim.Optimizer], None] | None = None) -> torch.optim.Optimizer:
+    """SteppingNet construction until every subnet meets its MAC target (``targets`` ascending).
+
+    ``model`` is the expanded network; on a fresh start every neuron is in subnet 0.
+    """
+    optimizer = optimizer or make_optimizer(model, cfg)
+    expanded_total = SteppingClassifier(model.spec, 1).macs(0)  # P_t: the whole expanded network
+    chunk = (expanded_total - targets[0]) / cfg.iterations
+    importance = [torch.zeros(w) for w in model.widths]
+    bar = tqdm(range(start_iteration, cfg.iterations), initial=start_iteration, total=cfg.iterations,
+               desc="construct", mininterval=5)
+    for iteration in bar:
+        importance = [torch.zeros(w) for w in model.widths]
+        model.train()
+        for _ in range(cfg.batches_per_iteration):
+            images, labels = next(data)
+            train_batch(model, optimizer, images, labels, cfg, None, cfg.beta, importance)
+        sparsity = update_pruning(model, cfg.prune_threshold)
+        move_neurons(model, importance, targets, chunk, cfg.min_neurons)
+        bar.set_postfix({"MACs": "/".join(f"{model.macs(i) / targets[i]:.2f}" for i in range(model.num_subnets)),
+                         "sparsity": f"{sparsity:.2f}"}, refresh=False)
+        if on_iteration is not None:
+            on_iteration(iteration + 1, optimizer)
+    # targets not reached within N_t iterations: keep moving by the last importance, no training
+    while any(_over_target(model, i, targets) for i in range(model.num_subnets)):
+        if move_neurons(model, importance, targets, chunk, cfg.min_neurons) == 0:
+            break
+    return optimizer
+
+
+def assign_regular_levels(model: SteppingClassifier, targets: list[int]) -> None:
+    """Any-width nesting: the same leading fraction of every layer per subnet, fit to ``targets``.
+
+    Channels past the last subnet's fraction are removed.
+    """
+    fractions: list[float] = []
+
+    def apply(fracs: list[float]) -> None:
+        for l, width in enumerate(model.widths):
+            bounds = torch.tensor([max(1, round(f * width)) for f in fracs])
+            levels = torch.searchsorted(bounds, torch.arange(width), right=True)
+            model.set_levels(l, levels.clamp(max=model.num_subnets))
+
+    for i, target in enumerate(targets):
+        lo, hi = fractions[-1] if fractions else 0.0, 1.0
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            apply(fractions + [mid] * (model.num_subnets - i))
+            lo, hi = (mid, hi) if model.macs(i) <= target else (lo, mid)
+        fractions.append(lo)
+    apply(fractions)

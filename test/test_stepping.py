@@ -1,0 +1,204 @@
+"""SteppingNet on real CIFAR-10 images: nesting invariant, construction, baselines, increment export."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from anytime_perception.export.stages import verify_stages
+from anytime_perception.export.stepping import export_stepping
+from anytime_perception.nets.slimmable import SlimmableClassifier, fit_ratios
+from anytime_perception.nets.stepping import LENET_3C1L, LENET_5, SteppingClassifier
+from anytime_perception.runtime.engine import AnytimeEngine
+from anytime_perception.runtime.manifest import ManifestError
+from anytime_perception.runtime.model import AnytimeModel
+from anytime_perception.runtime.modes import load_modes
+from anytime_perception.training import stepping_run
+from anytime_perception.training.classification import batches, load_classification
+from anytime_perception.training.stepping import (SteppingConfig, assign_regular_levels, construct, move_neurons,
+                                                  suppress_gradients)
+
+from conftest import CIFAR10, MODES_FILE
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    assert CIFAR10.is_file(), f"real data expected at {CIFAR10}"
+    return load_classification(str(CIFAR10), train_limit=1024, test_limit=256,
+                               cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+def _random_levels(model: SteppingClassifier, seed: int = 0) -> SteppingClassifier:
+    g = torch.Generator().manual_seed(seed)
+    for l in range(model.num_hidden):
+        levels = torch.randint(0, model.num_subnets + 1, model.levels(l).shape, generator=g)
+        levels[0] = 0
+        model.set_levels(l, levels)
+    for bn in model.norms:  # non-trivial BN statistics
+        bn.running_mean.normal_(generator=g)
+        bn.running_var.uniform_(0.5, 2.0, generator=g)
+    return model.eval()
+
+
+def _dense_reference(model: SteppingClassifier, x: torch.Tensor, subnet: int) -> torch.Tensor:
+    """Subnet ``subnet`` as one dense masked network: W[o, i] kept iff level(i) <= level(o) <= subnet."""
+    h, in_levels = x, torch.zeros(3, dtype=torch.long)
+    for l in range(model.num_hidden):
+        levels = model.levels(l)
+        if l == len(model.convs):
+            h, in_levels = h.flatten(1), in_levels.repeat_interleave(model.flat_hw)
+        mask = (in_levels[None, :] <= levels[:, None]) & (levels[:, None] <= subnet)
+        weight = model.weighted_layers[l].weight
+        active = (levels <= subnet).float()
+        if l < len(model.convs):
+            spec = model.spec.convs[l]
+            h = F.relu(model.norms[l](F.conv2d(h, weight * mask[:, :, None, None], padding=spec.padding)))
+            h = (F.max_pool2d(h, 2) if spec.pool else h) * active.view(1, -1, 1, 1)
+        else:
+            h = F.relu(F.linear(h, weight * mask, model.fcs[l - len(model.convs)].bias)) * active
+        in_levels = levels
+    if not model.spec.hidden:
+        h, in_levels = h.flatten(1), in_levels.repeat_interleave(model.flat_hw)
+    return F.linear(h, model.out.weight * (in_levels <= subnet).float()[None], model.out.bias)
+
+
+@pytest.mark.parametrize("spec", [LENET_3C1L, LENET_5.expanded(2.0)], ids=lambda s: s.name)
+def test_increments_equal_the_dense_masked_subnets(spec):
+    model = _random_levels(SteppingClassifier(spec, 3))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        outputs = model.forward_all(x)
+        for subnet in range(3):
+            reference = _dense_reference(model, x, subnet)
+            assert torch.allclose(outputs[subnet], reference, atol=1e-4)
+            assert torch.allclose(model(x, subnet), reference, atol=1e-4)
+
+
+def test_new_neurons_never_feed_old_ones():
+    """Changing a level-2 neuron's weights leaves subnets 0 and 1 bit-identical."""
+    model = _random_levels(SteppingClassifier(LENET_3C1L, 3), seed=1)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model.forward_all(x)
+        for l, conv in enumerate(model.convs):
+            conv.weight[model.levels(l) == 2] += 1.0
+        after = model.forward_all(x)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert not torch.equal(before[2], after[2])
+
+
+def test_levels_are_validated():
+    model = SteppingClassifier(LENET_5, 2)
+    with pytest.raises(ValueError, match="at least one 0"):
+        model.set_levels(0, torch.ones(6, dtype=torch.long))
+    with pytest.raises(ValueError, match="values in 0..2"):
+        model.set_levels(0, torch.tensor([0, 1, 2, 3, 0, 0]))
+
+
+def test_macs_match_a_hand_count():
+    model = SteppingClassifier(LENET_5, 2)
+    # conv 3->6 5x5 on 28x28, conv 6->16 5x5 on 10x10, fc 400->120->84->10
+    assert model.macs(1) == 28 * 28 * 6 * 75 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+    levels = torch.tensor([0, 0, 0, 1, 1, 1])
+    model.set_levels(0, levels)  # conv2 neurons (level 0) now read only the 3 level-0 channels
+    assert model.macs(0) == 28 * 28 * 3 * 75 + 10 * 10 * 16 * 75 + 400 * 120 + 120 * 84 + 84 * 10
+
+
+def test_lr_suppression_scales_gradients_by_beta_power():
+    model = _random_levels(SteppingClassifier(LENET_5, 3), seed=2).train()
+    loss = model(torch.randn(4, 3, 32, 32), 2).sum()
+    loss.backward()
+    raw = model.convs[1].weight.grad.clone()
+    suppress_gradients(model.weight_owners(), 2, 0.5)
+    owner = model.levels(1)
+    for level, factor in ((0, 0.25), (1, 0.5), (2, 1.0)):
+        rows = owner == level
+        assert torch.allclose(model.convs[1].weight.grad[rows], raw[rows] * factor)
+
+
+def test_construction_meets_mac_targets(cifar):
+    torch.manual_seed(0)
+    spec = LENET_5.with_classes(10)
+    original = SteppingClassifier(spec, 1).macs(0)
+    targets = [round(f * original) for f in (0.15, 0.30, 0.60, 0.85)]
+    model = SteppingClassifier(spec.expanded(2.0), 4)
+    cfg = SteppingConfig(iterations=6, batches_per_iteration=4, lr=0.02)
+    stream = batches(cifar, 64, torch.Generator().manual_seed(0))
+    construct(model, stream, targets, cfg)
+    macs = [model.macs(i) for i in range(4)]
+    assert macs == sorted(macs) and all(m <= t for m, t in zip(macs, targets))
+    assert macs[0] >= 0.5 * targets[0]  # moved just past the target, not emptied
+    assert all(int((model.levels(l) == 4).sum()) > 0 for l in range(model.num_hidden))  # some removed
+    assert all(int((model.levels(l) == i).sum()) > 0 for l in range(model.num_hidden) for i in range(4)) or \
+        all(model.macs(i) > model.macs(i - 1) for i in range(1, 4))  # every subnet adds neurons
+
+
+def test_move_neurons_moves_least_important_first():
+    model = SteppingClassifier(LENET_5.expanded(2.0), 2)
+    importance = [torch.arange(w, dtype=torch.float) + 100 * l for l, w in enumerate(model.widths)]
+    targets = [model.macs(0) // 2, model.macs(0)]
+    move_neurons(model, importance, targets, chunk=1, min_neurons=1)
+    moved = [torch.nonzero(model.levels(l) == 1).squeeze(1).tolist() for l in range(model.num_hidden)]
+    assert moved[0] == [0]  # one neuron, the globally least important, covers the 1-MAC chunk
+    assert sum(len(m) for m in moved) == 1
+
+
+def test_baselines_hit_the_same_mac_points():
+    spec = LENET_3C1L
+    original = SteppingClassifier(spec, 1).macs(0)
+    targets = [round(f * original) for f in (0.1, 0.3, 0.5, 0.85)]
+    slim = SlimmableClassifier(spec, fit_ratios(spec, targets))
+    anywidth = SteppingClassifier(spec.expanded(1.8), 4)
+    assign_regular_levels(anywidth, targets)
+    for model in (slim, anywidth):
+        for i, target in enumerate(targets):
+            assert 0.85 * target <= model.macs(i) <= target
+    assert [len(o) for o in slim.forward_all(torch.zeros(2, 3, 32, 32))] == [2] * 4
+
+
+def test_increment_export_executes_each_mac_once(tmp_path):
+    model = _random_levels(SteppingClassifier(LENET_3C1L.expanded(0.75), 4), seed=3)
+    export_stepping(model, tmp_path, "stepping_test", tuple("abcdefghij"), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    runtime = AnytimeModel(tmp_path)
+    stage_macs = [s.macs for s in runtime.manifest.stages]  # counted from each ONNX graph
+    increments = [model.macs(k) - (model.macs(k - 1) if k else 0) for k in range(4)]
+    assert stage_macs == increments
+    assert sum(stage_macs) == model.macs(3) == runtime.manifest.full_model.macs
+    image = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.forward_all(image)
+    assert verify_stages([{"logits": e} for e in expected], tmp_path, image) < 1e-4
+    carry: dict[str, np.ndarray] = {}
+    for k in range(4):  # the runtime keeps the carry between stage calls
+        new, heads, _ = runtime.run_stage(k, image.numpy(), carry)
+        carry.update(new)
+        assert np.allclose(heads["logits"], expected[k].numpy(), atol=1e-4)
+
+
+def test_engine_refuses_a_classifier_manifest(tmp_path):
+    export_stepping(_random_levels(SteppingClassifier(LENET_5, 2)), tmp_path, "c", tuple("abcdefghij"),
+                    (0, 0, 0), (1, 1, 1))
+    model = AnytimeModel(tmp_path)
+    with pytest.raises(ManifestError, match="publishes detections"):
+        AnytimeEngine(model, load_modes(MODES_FILE, model.manifest.total_macs))
+
+
+def test_cli_trains_resumes_and_exports(tmp_path, cifar):
+    common = ["--data", str(CIFAR10), "--arch", "lenet5", "--train-limit", "512", "--test-limit", "256",
+              "--batch-size", "64"]
+    assert stepping_run.main(["original", *common, "--epochs", "1", "--out", str(tmp_path / "orig")]) == 0
+    teacher = ["--teacher", str(tmp_path / "orig" / "last.pt")]
+    step = ["stepping", *common, *teacher, "--iterations", "3", "--batches-per-iteration", "2",
+            "--out", str(tmp_path / "step")]
+    assert stepping_run.main([*step, "--epochs", "1"]) == 0
+    assert stepping_run.main([*step, "--epochs", "2", "--resume"]) == 0  # continues, no second construction
+    result = json.loads((tmp_path / "step" / "result.json").read_text())
+    assert len(result["subnet_accuracy"]) == 4 and result["macs_fraction"] == sorted(result["macs_fraction"])
+    assert result["macs_fraction"][-1] <= 0.85 + 1e-9 and "construct" in result["wall_s"]
+    from anytime_perception.export.__main__ import main as export_main
+    export_main(["--checkpoint", str(tmp_path / "step" / "last.pt"), "--out", str(tmp_path / "model")])
+    runtime = AnytimeModel(tmp_path / "model")
+    assert runtime.manifest.task == "classification" and runtime.manifest.labels[0] == "airplane"
