@@ -1,0 +1,154 @@
+"""CLI: tables and plots of the SteppingNet reproduction from the runs' ``result.json`` files.
+
+    python -m anytime_perception.eval.stepping_report --runs runs/steppingnet --out docs/results
+
+Reads ``<runs>/<set>/<method>/result.json`` (written by ``training.stepping_run``) and writes
+``<out>/steppingnet_tables.md`` (Table I next to the paper's, baselines, ablation) and one accuracy-vs-MACs
+PNG per set plus the ablation PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+
+__all__ = ["main", "PAPER_TABLE_I"]
+
+# Sun et al., SteppingNet (DATE 2023), Table I on CIFAR-10: original accuracy, then (A_i %, M_i/M_t %).
+PAPER_TABLE_I = {
+    "lenet_3c1l": (83.36, ((68.5, 9.65), (77.38, 29.55), (79.81, 48.62), (80.4, 78.52))),
+    "lenet5": (74.96, ((51.8, 13.64), (59.56, 26.54), (68.64, 55.07), (72.03, 82.74))),
+}
+METHODS = {"stepping": "SteppingNet", "anywidth": "any-width", "slimmable": "slimmable"}
+ABLATION = {"stepping": "full", "stepping_no_suppression": "without LR suppression",
+            "stepping_no_kd": "without KD", "stepping_no_both": "without both"}
+
+
+def _load(runs: Path) -> dict[str, dict[str, dict]]:
+    sets: dict[str, dict[str, dict]] = {}
+    for path in sorted(runs.glob("*/*/result.json")):
+        sets.setdefault(path.parent.parent.name, {})[path.parent.name] = json.loads(path.read_text())
+    return sets
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _table_one(name: str, results: dict[str, dict]) -> list[str]:
+    original = results["original"]
+    a_t = original["subnet_accuracy"][0]
+    lines = [f"### {name}", "",
+             f"Original network: **{_pct(a_t)} %** top-1, {original['original_macs'] / 1e6:.2f} M MACs "
+             f"({original['train_images']} training / {original['test_images']} test images).", "",
+             "| method | " + " | ".join(f"subnet {i + 1}: A (%) / M/M_t (%) / A/A_t" for i in range(4)) + " |",
+             "|---|" + "---|" * 4]
+    for key, label in METHODS.items():
+        if key not in results:
+            continue
+        r = results[key]
+        cells = [f"{_pct(a)} / {_pct(m)} / {a / a_t:.3f}" for a, m in zip(r["subnet_accuracy"], r["macs_fraction"])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    arch = original["arch"]
+    if arch in PAPER_TABLE_I and "cifar10" in name:
+        paper_t, paper = PAPER_TABLE_I[arch]
+        cells = [f"{a:.2f} / {m:.2f} / {a / paper_t:.3f}" for a, m in paper]
+        lines.append(f"| paper's SteppingNet (original {paper_t} %) | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _plot(name: str, results: dict[str, dict], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for key, label in METHODS.items():
+        if key in results:
+            r = results[key]
+            ax.plot([100 * m for m in r["macs_fraction"]], [100 * a for a in r["subnet_accuracy"]], "o-", label=label)
+    original = results["original"]
+    ax.axhline(100 * original["subnet_accuracy"][0], color="grey", ls="--", label="original network")
+    arch = original["arch"]
+    if arch in PAPER_TABLE_I and "cifar10" in name:
+        _, paper = PAPER_TABLE_I[arch]
+        ax.plot([m for _, m in paper], [a for a, _ in paper], "x:", color="black", label="paper's SteppingNet")
+    ax.set_xlabel("MACs (% of the original network)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / f"steppingnet_{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _ablation(name: str, results: dict[str, dict], out: Path) -> tuple[list[str], Path | None]:
+    present = {k: v for k, v in ABLATION.items() if k in results}
+    if len(present) < 2:
+        return [], None
+    lines = [f"### Ablation ({name})", "", "| variant | " + " | ".join(f"subnet {i + 1} A (%)" for i in range(4))
+             + " | MACs of subnets (% of original) |", "|---|" + "---|" * 5]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for key, label in present.items():
+        r = results[key]
+        lines.append(f"| {label} | " + " | ".join(_pct(a) for a in r["subnet_accuracy"]) + " | "
+                     + " / ".join(f"{100 * m:.1f}" for m in r["macs_fraction"]) + " |")
+        ax.plot(range(1, 5), [100 * a for a in r["subnet_accuracy"]], "o-", label=label)
+    ax.set_xlabel("subnet")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_xticks(range(1, 5))
+    ax.set_title(f"ablation, {name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / f"steppingnet_ablation_{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return lines + [""], path
+
+
+def _commands(results: dict[str, dict]) -> list[str]:
+    rows = []
+    for key, r in results.items():
+        minutes = sum(r["wall_s"].values()) / 60
+        rows.append(f"| {key} | {minutes:.1f} | `{r['command']}` |")
+    return ["| run | wall (min) | command |", "|---|---|---|", *rows, ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs/steppingnet")
+    parser.add_argument("--out", default="docs/results")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sets = _load(Path(args.runs))
+    if not sets:
+        raise SystemExit(f"no result.json under {args.runs}/<set>/<method>/")
+    tables, ablations, plots, commands = [], [], [], []
+    for name, results in sets.items():
+        if "original" not in results:
+            continue
+        tables += _table_one(name, results)
+        plots.append(_plot(name, results, out))
+        lines, plot = _ablation(name, results, out)
+        ablations += lines
+        plots += [plot] if plot else []
+        commands += [f"### {name}", "", *_commands(results)]
+    body = ["<!-- generated by python -m anytime_perception.eval.stepping_report; edit the generator -->",
+            "## Table I: accuracy A and MACs M of every subnet", "",
+            "A/A_t is the subnet's accuracy relative to the original network measured here.", "",
+            *tables, "## Ablation (Fig. 8)", "", *ablations, "## Plots", "",
+            *[f"- `{p.as_posix()}`" for p in plots], "", "## Runs: commands and wall times", "", *commands]
+    (out / "steppingnet_tables.md").write_text("\n".join(body) + "\n")
+    print("\n".join(body))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
