@@ -19,13 +19,9 @@ import numpy as np
 
 from anytime_perception.data.image_folder import load_image_folder
 from anytime_perception.runtime import AnytimeModel
+from anytime_perception.runtime.preprocess import Preprocessor
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _normalise(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    x = image.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
-    return (x - np.array(mean, np.float32).reshape(1, 3, 1, 1)) / np.array(std, np.float32).reshape(1, 3, 1, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "stepping_benchmark"))
     args = parser.parse_args(argv)
     model = AnytimeModel(args.model, threads=1)
-    spec = model.manifest.input
     images = load_image_folder(args.data, "test").subset(args.images, seed=0)
-    inputs = [_normalise(im, spec.mean, spec.std) for im in images.images]
+    preprocess = Preprocessor(model.manifest.input)  # what the runtime does to a frame
+    inputs = [preprocess(im)[0].copy() for im in images.images]
     stage_ms: list[list[float]] = [[] for _ in range(model.num_stages)]
     full_ms, correct_stages, correct_full = [], np.zeros(model.num_stages), 0
     for x in inputs[:20]:  # warm-up

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ from anytime_perception.runtime.model import AnytimeModel
 from anytime_perception.runtime.modes import load_modes
 from anytime_perception.training import stepping_run
 from anytime_perception.training.classification import batches, load_classification
-from anytime_perception.training.stepping import (SteppingConfig, assign_regular_levels, construct, move_neurons,
-                                                  suppress_gradients)
+from anytime_perception.training.stepping import (SteppingConfig, assign_regular_levels, construct,
+                                                  distillation_loss, move_neurons, suppress_gradients)
 
 from conftest import CIFAR10, MODES_FILE
 
@@ -127,7 +128,7 @@ def test_construction_meets_mac_targets(cifar):
     model = SteppingClassifier(spec.expanded(2.0), 4)
     cfg = SteppingConfig(iterations=6, batches_per_iteration=4, lr=0.02)
     stream = batches(cifar, 64, torch.Generator().manual_seed(0))
-    construct(model, stream, targets, cfg)
+    construct(model, stream, partial(distillation_loss, gamma=1.0, temperature=1.0), targets, cfg)
     macs = [model.macs(i) for i in range(4)]
     assert macs == sorted(macs) and all(m <= t for m, t in zip(macs, targets))
     assert macs[0] >= 0.5 * targets[0]  # moved just past the target, not emptied

@@ -1,8 +1,8 @@
 """CLI: ``python -m anytime_perception.export --checkpoint runs/.../last.pt --out models/NAME``.
 
 Detector checkpoints (``python -m anytime_perception.training``) become per-stage detector graphs;
-classifier checkpoints (``python -m anytime_perception.training.stepping_run``) of SteppingNet or
-any-width networks become one graph per subnet increment.
+SteppingNet / any-width checkpoints (``python -m anytime_perception.training.stepping_run``),
+classifiers or detectors, become one graph per subnet increment.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ..training.dataset import MEAN, STD
 from ..training.stepping_run import load_classifier
 from ..training.train import load_checkpoint
 from .stages import export_stages, verify_stages
-from .stepping import export_stepping
+from .stepping import export_stepping, head_outputs
 
 
 def _export_detector(state: dict, out: str, name: str) -> float:
@@ -35,11 +35,13 @@ def _export_classifier(checkpoint: str, out: str, name: str) -> float:
     model, meta = load_classifier(checkpoint)
     if not isinstance(model, SteppingClassifier):
         raise SystemExit(f"{checkpoint}: a {meta['kind']} network recomputes every subnet; only nested "
-                         "(SteppingNet / any-width) classifiers export as increments")
-    export_stepping(model, out, name, tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]))
+                         "(SteppingNet / any-width) networks export as increments")
+    # checkpoints keep mean/std of pixels scaled to 0..1; the runtime normalises 0..255 pixels
+    export_stepping(model, out, name, tuple(meta["classes"]), tuple(255 * m for m in meta["mean"]),
+                    tuple(255 * s for s in meta["std"]))
     image = torch.randn(1, 3, model.spec.input_size, model.spec.input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return verify_stages([{"logits": o} for o in model.forward_all(image)], out, image)
+        return verify_stages([head_outputs(model, o) for o in model.forward_all(image)], out, image)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,10 @@
-"""Export a SteppingNet classifier as one ONNX graph per subnet increment, plus ``manifest.yaml``.
+"""Export a SteppingNet as one ONNX graph per subnet increment, plus ``manifest.yaml``.
 
 Stage ``k``'s graph computes only the neurons of level ``k`` of every layer, reading the cached
-activations of levels ``< k`` (carry ``h<layer>.<level>``), and adds their share to the logits of
+activations of levels ``< k`` (carry ``h<layer>.<level>``), and adds their share to the output of
 subnet ``k - 1`` (carry ``logits.<k-1>``). The MACs counted from each graph therefore equal the
 subnet's incremental MACs, and their sum the largest subnet's MACs: nothing is recomputed.
+A classifier's head is its logits; a detector's output channels are split into CenterNet heads.
 """
 from __future__ import annotations
 
@@ -18,19 +19,34 @@ from ..nets.stepping import SteppingClassifier
 from .macs import count_macs
 from .stages import export_graph
 
-__all__ = ["export_stepping"]
+__all__ = ["export_stepping", "head_outputs"]
+
+
+def _heads(model: SteppingClassifier) -> dict[str, slice]:
+    """Head name -> output channels: the logits, or a detector's CenterNet heads."""
+    if model.spec.head == "linear":
+        return {"logits": slice(None)}
+    c = model.spec.num_classes - 4
+    return {"heatmap": slice(0, c), "size": slice(c, c + 2), "offset": slice(c + 2, c + 4)}
+
+
+def head_outputs(model: SteppingClassifier, output: Tensor) -> dict[str, Tensor]:
+    """A subnet's output as the manifest's heads (to compare the ONNX stages with torch)."""
+    return {name: output[:, s] for name, s in _heads(model).items()}
 
 
 class _Increment(nn.Module):
-    """Increment ``k`` with flat named inputs/outputs for the ONNX exporter."""
+    """Increment ``k`` with flat named inputs/outputs: carry, the cumulative output, the heads."""
 
     def __init__(self, model: SteppingClassifier, k: int, carry_in: list[str], carry_out: list[str]) -> None:
         super().__init__()
         self.model, self.k, self.carry_in, self.carry_out = model, k, carry_in, carry_out
 
     def forward(self, image: Tensor, *carry: Tensor) -> tuple[Tensor, ...]:
-        new, logits = self.model.forward_increment(image, dict(zip(self.carry_in, carry)), self.k)
-        return tuple(new[n] for n in self.carry_out) + (logits,)
+        new, out = self.model.forward_increment(image, dict(zip(self.carry_in, carry)), self.k)
+        heads = _heads(self.model)
+        split = () if "logits" in heads else tuple(out[:, s] for s in heads.values())
+        return tuple(new[n] for n in self.carry_out) + (out,) + split
 
 
 class _Largest(nn.Module):
@@ -40,8 +56,9 @@ class _Largest(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: Tensor) -> Tensor:
-        return self.model(image)
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        out = self.model(image)
+        return tuple(out[:, s] for s in _heads(self.model).values())
 
 
 def _needed(model: SteppingClassifier, k: int, available: list[str]) -> list[str]:
@@ -62,7 +79,12 @@ def _graph_inputs(path: Path) -> list[str]:
 
 def export_stepping(model: SteppingClassifier, out_dir: str | Path, name: str, labels: tuple[str, ...],
                     mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
-    """Write ``stage<k>.onnx`` per increment, ``full.onnx`` and ``manifest.yaml`` into ``out_dir``."""
+    """Write ``stage<k>.onnx`` per increment, ``full.onnx`` and ``manifest.yaml`` into ``out_dir``.
+
+    ``mean``/``std`` are in pixel units (0..255), as the runtime normalises. A linear-head model is
+    exported as a classifier (softmax decoder), a conv-head one as a CenterNet detector at stride
+    ``input_size / output size``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -77,26 +99,30 @@ def export_stepping(model: SteppingClassifier, out_dir: str | Path, name: str, l
             last = k == model.num_subnets - 1
             carry_out = [] if last else _needed(model, k + 1, list(new))  # ends with the logits
             kept = [n for n in carry_out if n != logits]
+            heads = {h: logits if h == "logits" else f"{h}.{k}" for h in _heads(model)}
             file = out / f"stage{k}.onnx"
             export_graph(_Increment(model, k, carry_in, kept), (image, *(carry[n] for n in carry_in)), file,
-                         ["image", *carry_in], kept + [logits])
+                         ["image", *carry_in], kept + [logits] + [n for n in heads.values() if n != logits])
             stages.append({"name": f"stage{k}", "file": file.name, "macs": count_macs(file),
-                           "inputs": _graph_inputs(file), "carry_outputs": carry_out,
-                           "head_outputs": {"logits": logits}})
+                           "inputs": _graph_inputs(file), "carry_outputs": carry_out, "head_outputs": heads})
             carry.update(new)
         full = out / "full.onnx"
-        export_graph(_Largest(model), (image,), full, ["image"], ["logits"])
+        export_graph(_Largest(model), (image,), full, ["image"], list(_heads(model)))
+    detector = model.spec.head == "conv"
+    stride = size // round(model.final_hw ** 0.5)
     manifest = {
         "format_version": 1,
         "name": name,
-        "task": "classification",
+        "task": "detection" if detector else "classification",
         "labels": list(labels),
-        "input": {"size": size, "mean": [float(m) for m in mean], "std": [float(s) for s in std], "pad_value": 0},
-        "decoder": {"type": "softmax"},
+        "input": {"size": size, "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+                  "pad_value": 114 if detector else 0},
+        "decoder": ({"type": "centernet", "stride": stride, "max_detections": 50, "nms_kernel": 3} if detector
+                    else {"type": "softmax"}),
         "stages": stages,
         "gates": {},
         "full_model": {"name": "full", "file": full.name, "macs": count_macs(full), "inputs": ["image"],
-                       "head_outputs": {"logits": "logits"}},
+                       "head_outputs": {h: h for h in _heads(model)}},
     }
     path = out / "manifest.yaml"
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))

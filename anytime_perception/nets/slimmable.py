@@ -30,12 +30,9 @@ class SlimmableClassifier(nn.Module):
                                    for i, c in zip(channels, spec.convs))
         self.norms = nn.ModuleList(nn.ModuleList(nn.BatchNorm2d(self.width(c.channels, r)) for r in ratios)
                                    for c in spec.convs)
-        size, self.conv_out_hw = spec.input_size, []
-        for c in spec.convs:
-            size = size + 2 * c.padding - c.kernel + 1
-            self.conv_out_hw.append(size * size)
-            size = size // 2 if c.pool else size
-        self.flat_hw = size * size
+        if spec.head != "linear":
+            raise ValueError(f"{spec.name}: the slimmable baseline is built for linear-head classifiers")
+        self.conv_out_hw, self.flat_hw = spec.geometry()
         features = [channels[-1] * self.flat_hw] + list(spec.hidden)
         self.fcs = nn.ModuleList(nn.Linear(i, o) for i, o in zip(features, spec.hidden))
         self.out = nn.Linear(features[-1], spec.num_classes)
@@ -70,7 +67,7 @@ class SlimmableClassifier(nn.Module):
         widths, x, fan_in = self._widths(subnet), image, 3
         for l, c in enumerate(self.spec.convs):
             w = self.convs[l].weight[: widths[l], :fan_in]
-            x = F.relu(self.norms[l][subnet](F.conv2d(x, w, padding=c.padding)))
+            x = F.relu(self.norms[l][subnet](F.conv2d(x, w, stride=c.stride, padding=c.padding, dilation=c.dilation)))
             x = F.max_pool2d(x, 2) if c.pool else x
             fan_in = widths[l]
         x = x.flatten(1)

@@ -30,23 +30,41 @@ Carry = dict[str, Tensor]
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """One conv layer: ``channels`` filters of ``kernel x kernel``, then BN, ReLU, 2x2 max-pool."""
+    """One conv layer: ``channels`` filters of ``kernel x kernel``, BN, ReLU, optional 2x2 max-pool."""
 
     channels: int
     kernel: int = 5
     padding: int = 2
     pool: bool = True
+    stride: int = 1
+    dilation: int = 1
 
 
 @dataclass(frozen=True)
 class ClassifierSpec:
-    """A LeNet-style classifier: conv layers, fully connected hidden layers, a linear output."""
+    """A chain of conv layers, then either fully connected hidden layers and a linear output
+    (``head="linear"``, a LeNet-style classifier) or a 1x1 convolution over the last feature map
+    (``head="conv"``, dense outputs such as CenterNet heads). ``num_classes``: output channels."""
 
     name: str
     convs: tuple[ConvSpec, ...]
     hidden: tuple[int, ...] = ()
     num_classes: int = 10
     input_size: int = 32
+    head: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.head not in ("linear", "conv") or (self.head == "conv" and self.hidden):
+            raise ValueError(f"{self.name}: head must be 'linear' or 'conv' (conv: no hidden FC layers)")
+
+    def geometry(self) -> tuple[list[int], int]:
+        """Output positions (H*W) of every conv layer, and per channel after the last one."""
+        size, conv_out_hw = self.input_size, []
+        for c in self.convs:
+            size = (size + 2 * c.padding - c.dilation * (c.kernel - 1) - 1) // c.stride + 1
+            conv_out_hw.append(size * size)
+            size = size // 2 if c.pool else size
+        return conv_out_hw, size * size
 
     def expanded(self, ratio: float) -> "ClassifierSpec":
         """Every hidden layer widened by ``ratio`` (SteppingNet's starting point)."""
@@ -76,15 +94,13 @@ class SteppingClassifier(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(i, c.channels, c.kernel, padding=c.padding, bias=False)
                                    for i, c in zip(channels, spec.convs))
         self.norms = nn.ModuleList(nn.BatchNorm2d(c.channels) for c in spec.convs)
-        size, self.conv_out_hw = spec.input_size, []
-        for c in spec.convs:
-            size = size + 2 * c.padding - c.kernel + 1
-            self.conv_out_hw.append(size * size)
-            size = size // 2 if c.pool else size
-        self.flat_hw = size * size  # spatial positions per channel after the last conv
+        self.conv_out_hw, self.final_hw = spec.geometry()
+        # a linear head reads the last conv map flattened: hw features per channel
+        self.flat_hw = self.final_hw if spec.head == "linear" else 1
         features = [channels[-1] * self.flat_hw] + list(spec.hidden)
         self.fcs = nn.ModuleList(nn.Linear(i, o) for i, o in zip(features, spec.hidden))
-        self.out = nn.Linear(features[-1], spec.num_classes)
+        self.out = (nn.Linear(features[-1], spec.num_classes) if spec.head == "linear"
+                    else nn.Conv2d(channels[-1], spec.num_classes, 1))
         for l, width in enumerate(self.widths):
             self.register_buffer(f"level{l}", torch.zeros(width, dtype=torch.long))
         for l, layer in enumerate(self.weighted_layers):
@@ -146,8 +162,9 @@ class SteppingClassifier(nn.Module):
         total = 0
         for l in range(self.num_hidden + 1):
             inputs = np.sort(self.input_levels(l))
-            if l == self.num_hidden:  # shared output layer
-                total += self.spec.num_classes * int(np.searchsorted(inputs, subnet, side="right"))
+            if l == self.num_hidden:  # shared output layer (a 1x1 conv head runs at every position)
+                positions = self.final_hw if self.spec.head == "conv" else 1
+                total += positions * self.spec.num_classes * int(np.searchsorted(inputs, subnet, side="right"))
                 continue
             levels = self.levels(l).cpu().numpy()
             fan_in = np.searchsorted(inputs, levels[levels <= subnet], side="right").sum()
@@ -169,7 +186,8 @@ class SteppingClassifier(nn.Module):
             extras = (self.norms[l].weight, self.norms[l].bias) if l < len(self.convs) else (layer.bias,)
             pairs.extend((p, levels) for p in extras)
         inputs = torch.as_tensor(self.input_levels(self.num_hidden), device=self.out.weight.device)
-        pairs.append((self.out.weight, inputs.expand_as(self.out.weight)))
+        shape = (1, -1) + (1,) * (self.out.weight.dim() - 2)
+        pairs.append((self.out.weight, inputs.view(shape).expand_as(self.out.weight)))
         pairs.append((self.out.bias, torch.zeros_like(self.out.bias, dtype=torch.long)))
         return pairs
 
@@ -182,7 +200,7 @@ class SteppingClassifier(nn.Module):
 
     def _features(self, l: int, idx: Tensor) -> Tensor:
         """Input features that neurons ``idx`` of hidden layer ``l`` give the next layer."""
-        if l != len(self.convs) - 1:
+        if l != len(self.convs) - 1 or self.flat_hw == 1:
             return idx
         # the last conv is flattened: channel c covers features c*hw .. c*hw+hw-1
         return (idx[:, None] * self.flat_hw + torch.arange(self.flat_hw, device=idx.device)).flatten()
@@ -206,7 +224,7 @@ class SteppingClassifier(nn.Module):
         if l == 0:
             return image, torch.arange(3, device=image.device)
         parts = [t for j in range(k + 1) if (t := new.get(f"h{l - 1}.{j}", carry.get(f"h{l - 1}.{j}"))) is not None]
-        if l >= len(self.convs):
+        if l >= len(self.convs):  # FC layers (only with a linear head)
             parts = [t.flatten(1) for t in parts]
         return torch.cat(parts, 1), self._input_index(l, k)
 
@@ -233,18 +251,23 @@ class SteppingClassifier(nn.Module):
             w = self._weight(l)[idx_out][:, idx_in]
             if l < len(self.convs):
                 spec = self.spec.convs[l]
-                h = F.relu(self._norm(l, F.conv2d(x, w, padding=spec.padding), idx_out))
+                h = F.conv2d(x, w, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
+                h = F.relu(self._norm(l, h, idx_out))
                 h = F.max_pool2d(h, 2) if spec.pool else h
             else:
                 h = F.relu(F.linear(x, w, self.fcs[l - len(self.convs)].bias[idx_out]))
             if scales is not None:
                 h = h * scales[l][idx_out].view((1, -1) + (1,) * (h.dim() - 2))
             new[f"h{l}.{k}"] = h
-        logits = self.out.bias.expand(image.shape[0], -1) if k == 0 else carry[f"logits.{k - 1}"]
         last = self.num_hidden - 1
+        if k == 0:
+            logits = self.out.bias.view((1, -1) + (1,) * (self.out.weight.dim() - 2))
+        else:
+            logits = carry[f"logits.{k - 1}"]
         if f"h{last}.{k}" in new:
-            x, idx = new[f"h{last}.{k}"].flatten(1), self._features(last, self.groups(last)[k])
-            logits = logits + F.linear(x, self._weight(self.num_hidden)[:, idx])
+            x, idx = new[f"h{last}.{k}"], self._features(last, self.groups(last)[k])
+            w = self._weight(self.num_hidden)[:, idx]
+            logits = logits + (F.conv2d(x, w) if self.spec.head == "conv" else F.linear(x.flatten(1), w))
         new[f"logits.{k}"] = logits
         return new, logits
 

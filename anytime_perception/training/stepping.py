@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,9 @@ from ..nets.stepping import SteppingClassifier
 __all__ = ["SteppingConfig", "fit", "construct", "move_neurons", "update_pruning", "assign_regular_levels",
            "suppress_gradients"]
 
-Batches = Iterator[tuple[Tensor, Tensor]]
+Batches = Iterator[tuple[Tensor, Any]]
+# (output of a subnet, labels, the teacher's output or None) -> loss
+Loss = Callable[[Tensor, Any, "Tensor | None"], Tensor]
 
 
 @dataclass
@@ -73,7 +75,7 @@ def suppress_gradients(owners: list[tuple[nn.Parameter, Tensor]], subnet: int, b
             param.grad.mul_(torch.pow(beta, (subnet - owner).clamp(min=0).to(param.grad.dtype)))
 
 
-def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor,
+def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Any, loss_fn: Loss,
                 cfg: SteppingConfig, teacher: nn.Module | None, beta: float,
                 importance: list[Tensor] | None = None) -> list[float]:
     """One batch for every subnet in ascending order; returns the subnet losses.
@@ -88,7 +90,7 @@ def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tens
     for subnet in range(model.num_subnets):
         scales = ([torch.ones(w, requires_grad=True) for w in model.widths] if importance is not None else None)
         logits = model(images, subnet, scales) if scales is not None else model(images, subnet)
-        loss = distillation_loss(logits, labels, target, cfg.gamma, cfg.temperature)
+        loss = loss_fn(logits, labels, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         suppress_gradients(owners, subnet, beta)
@@ -102,7 +104,8 @@ def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tens
     return losses
 
 
-def fit(model: nn.Module, data: Batches, steps: int, cfg: SteppingConfig, teacher: nn.Module | None = None,
+def fit(model: nn.Module, data: Batches, loss_fn: Loss, steps: int, cfg: SteppingConfig,
+        teacher: nn.Module | None = None,
         beta: float | None = None, start_step: int = 0, optimizer: torch.optim.Optimizer | None = None,
         on_epoch: Callable[[int, torch.optim.Optimizer], None] | None = None, steps_per_epoch: int = 0,
         desc: str = "fit") -> torch.optim.Optimizer:
@@ -117,7 +120,7 @@ def fit(model: nn.Module, data: Batches, steps: int, cfg: SteppingConfig, teache
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         model.train()
         images, labels = next(data)
-        losses = train_batch(model, optimizer, images, labels, cfg, teacher, beta)
+        losses = train_batch(model, optimizer, images, labels, loss_fn, cfg, teacher, beta)
         bar.set_postfix({f"L{k}": f"{v:.2f}" for k, v in enumerate(losses)}, refresh=False)
         if on_epoch is not None and steps_per_epoch and ((step + 1) % steps_per_epoch == 0 or step + 1 == steps):
             on_epoch(step + 1, optimizer)
@@ -173,7 +176,7 @@ def move_neurons(model: SteppingClassifier, importance: list[Tensor], targets: l
     return moved
 
 
-def construct(model: SteppingClassifier, data: Batches, targets: list[int], cfg: SteppingConfig,
+def construct(model: SteppingClassifier, data: Batches, loss_fn: Loss, targets: list[int], cfg: SteppingConfig,
               start_iteration: int = 0, optimizer: torch.optim.Optimizer | None = None,
               on_iteration: Callable[[int, torch.optim.Optimizer], None] | None = None) -> torch.optim.Optimizer:
     """SteppingNet construction until every subnet meets its MAC target (``targets`` ascending).
@@ -191,7 +194,7 @@ def construct(model: SteppingClassifier, data: Batches, targets: list[int], cfg:
         model.train()
         for _ in range(cfg.batches_per_iteration):
             images, labels = next(data)
-            train_batch(model, optimizer, images, labels, cfg, None, cfg.beta, importance)
+            train_batch(model, optimizer, images, labels, loss_fn, cfg, None, cfg.beta, importance)
         sparsity = update_pruning(model, cfg.prune_threshold)
         move_neurons(model, importance, targets, chunk, cfg.min_neurons)
         bar.set_postfix({"MACs": "/".join(f"{model.macs(i) / targets[i]:.2f}" for i in range(model.num_subnets)),

@@ -1,13 +1,16 @@
-"""CLI: train the original network, a SteppingNet, or a nested baseline on an image-folder set.
+"""CLI: train the original network, a SteppingNet, or a nested baseline (classifier or detector).
 
     python -m anytime_perception.training.stepping_run original  --data cifar10_jpg.zip --arch lenet_3c1l --out runs/c10_3c1l/original
     python -m anytime_perception.training.stepping_run stepping  --data ... --arch lenet_3c1l --teacher runs/c10_3c1l/original/last.pt --out ...
     python -m anytime_perception.training.stepping_run anywidth  --data ... --teacher ... --epochs N --out ...
     python -m anytime_perception.training.stepping_run slimmable --data ... --teacher ... --epochs N --out ...
+    python -m anytime_perception.training.stepping_run stepping  --arch stepping_centernet --data ../shared/datasets/road_signs ...
 
 Every run checkpoints to ``<out>/last.pt`` (``--resume`` continues it) and ends by writing
-``<out>/result.json``: test accuracy and MACs of every subnet, wall time, the settings and the
-command. MAC targets are fractions of the original (unexpanded) network's MACs.
+``<out>/result.json``: accuracy (classifiers) or validation loss (detectors; mAP comes from
+``python -m anytime_perception.eval`` on the export) and MACs of every subnet, wall time, the
+settings and the command. MAC targets are fractions of the original (unexpanded) network's MACs,
+or absolute with ``--target-macs``.
 """
 from __future__ import annotations
 
@@ -23,19 +26,22 @@ from torch import nn
 
 from ..nets.slimmable import SlimmableClassifier, fit_ratios
 from ..nets.stepping import ARCHITECTURES, ClassifierSpec, ConvSpec, SteppingClassifier
-from .classification import ClassificationData, batches, evaluate, load_classification
+from ..nets.stepping_detector import CENTERNET_CHAIN, stepping_centernet
 from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer
+from .stepping_tasks import Task, classification_task, detection_task
 from .train import load_checkpoint
 
 __all__ = ["main", "load_classifier"]
 
-DEFAULT_TARGETS = {"lenet_3c1l": (0.10, 0.30, 0.50, 0.85), "lenet5": (0.15, 0.30, 0.60, 0.85)}
-DEFAULT_EXPANSION = {"lenet_3c1l": 1.8, "lenet5": 2.0}
+DETECTORS = {CENTERNET_CHAIN.name: CENTERNET_CHAIN}
+DEFAULT_TARGETS = {"lenet_3c1l": (0.10, 0.30, 0.50, 0.85), "lenet5": (0.15, 0.30, 0.60, 0.85),
+                   CENTERNET_CHAIN.name: (0.06, 0.25, 0.85)}
+DEFAULT_EXPANSION = {"lenet_3c1l": 1.8, "lenet5": 2.0, CENTERNET_CHAIN.name: 1.5}
 
 
 def _spec_from_dict(d: dict) -> ClassifierSpec:
     return ClassifierSpec(d["name"], tuple(ConvSpec(**c) for c in d["convs"]), tuple(d["hidden"]),
-                          d["num_classes"], d["input_size"])
+                          d["num_classes"], d["input_size"], d.get("head", "linear"))
 
 
 def _build(meta: dict) -> nn.Module:
@@ -57,14 +63,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m anytime_perception.training.stepping_run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("method", choices=("original", "stepping", "anywidth", "slimmable"))
-    p.add_argument("--data", required=True, help="image-folder zip or directory (train/ and test/)")
-    p.add_argument("--arch", default="lenet_3c1l", choices=sorted(ARCHITECTURES))
+    p.add_argument("--data", required=True, help="image-folder zip or directory (train/ and test/); "
+                                                 "road_signs root for a detector")
+    p.add_argument("--arch", default="lenet_3c1l", choices=sorted(ARCHITECTURES) + sorted(DETECTORS))
     p.add_argument("--out", required=True)
     p.add_argument("--teacher", help="checkpoint of the original network (KD teacher, MAC reference)")
     p.add_argument("--targets", type=float, nargs="+", help="MAC targets as fractions of the original network")
+    p.add_argument("--target-macs", type=int, nargs="+", help="absolute MAC targets (e.g. another model's stages)")
     p.add_argument("--expansion", type=float, help="width ratio of the expanded network (stepping, anywidth)")
     p.add_argument("--epochs", type=int, default=30, help="original/baselines: epochs; stepping: retraining epochs")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=0, help="default: 128 (classifiers), 16 (detectors)")
     p.add_argument("--no-kd", action="store_true", help="retrain with CE only (ablation)")
     p.add_argument("--no-suppression", action="store_true", help="beta = 1 (ablation)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (traffic signs)")
@@ -105,40 +113,59 @@ class _Run:
         torch.save({**self.state, "model": self.model.state_dict(), "meta": self.meta}, self.path)
 
 
+def _task(args: argparse.Namespace, cfg: SteppingConfig) -> Task:
+    if args.arch in DETECTORS:
+        return detection_task(args.data, args.batch_size, cfg.gamma, DETECTORS[args.arch].input_size, args.seed)
+    return classification_task(args.data, args.batch_size, cfg.gamma, cfg.temperature, args.train_limit,
+                               args.test_limit, flip=not args.no_flip, seed=args.seed)
+
+
+def _spec(args: argparse.Namespace, task: Task) -> ClassifierSpec:
+    """The original (unexpanded) network of ``--arch`` for the task's classes."""
+    if args.arch in DETECTORS:
+        return DETECTORS[args.arch].with_classes(len(task.labels) + 4)  # + size and offset channels
+    return ARCHITECTURES[args.arch].with_classes(len(task.labels))
+
+
+def _model(args: argparse.Namespace, task: Task, targets: list[int], expansion: float) -> nn.Module:
+    """The network a method trains: original width, expanded (stepping/anywidth) or slimmable."""
+    detector = args.arch in DETECTORS
+    spec = _spec(args, task)
+    if args.method == "slimmable":
+        if detector:
+            raise SystemExit("the slimmable baseline is implemented for classifiers only")
+        return SlimmableClassifier(spec, fit_ratios(spec, targets))
+    subnets, ratio = (1, 1.0) if args.method == "original" else (len(targets), expansion)
+    if detector:
+        model = stepping_centernet(len(task.labels), subnets, ratio, spec)
+    else:
+        model = SteppingClassifier(spec.expanded(ratio) if ratio != 1.0 else spec, subnets)
+    if args.method == "anywidth":
+        assign_regular_levels(model, targets)
+    return model
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    args.batch_size = args.batch_size or (16 if args.arch in DETECTORS else 128)
     cfg = SteppingConfig(**{f.name: getattr(args, f.name) for f in fields(SteppingConfig)})
-    data: ClassificationData = load_classification(args.data, args.train_limit, args.test_limit,
-                                                   flip=not args.no_flip, seed=args.seed)
-    spec = ARCHITECTURES[args.arch].with_classes(len(data.classes))
-    teacher, teacher_meta = (load_classifier(args.teacher) if args.teacher else (None, None))
+    task = _task(args, cfg)
+    teacher, _ = (load_classifier(args.teacher) if args.teacher else (None, None))
     if args.method != "original" and teacher is None:
         sys.exit("--teacher (the trained original network) is required: it sets the MAC reference and is the KD teacher")
-    original_macs = SteppingClassifier(spec, 1).macs(0)
-    fractions = args.targets or DEFAULT_TARGETS[args.arch]
-    targets = [round(f * original_macs) for f in fractions]
+    original_macs = SteppingClassifier(_spec(args, task), 1).macs(0)
+    targets = args.target_macs or [round(f * original_macs) for f in (args.targets or DEFAULT_TARGETS[args.arch])]
     expansion = args.expansion or DEFAULT_EXPANSION[args.arch]
+    model = _model(args, task, targets, expansion)
     meta = {"kind": "slimmable" if args.method == "slimmable" else "stepping", "method": args.method,
-            "classes": list(data.classes), "mean": list(data.mean), "std": list(data.std), "targets": targets}
-    if args.method == "original":
-        model = SteppingClassifier(spec, 1)
-    elif args.method == "slimmable":
-        meta["ratios"] = list(fit_ratios(spec, targets))
-        model = SlimmableClassifier(spec, tuple(meta["ratios"]))
-    else:
-        spec = spec.expanded(expansion)
-        model = SteppingClassifier(spec, len(targets))
-        if args.method == "anywidth":
-            assign_regular_levels(model, targets)
-    meta["spec"] = asdict(spec)
-    meta["num_subnets"] = getattr(model, "num_subnets", 1)
+            "task": task.name, "classes": list(task.labels), "mean": list(task.mean), "std": list(task.std),
+            "targets": targets, "spec": asdict(model.spec), "num_subnets": model.num_subnets}
+    if args.method == "slimmable":
+        meta["ratios"] = list(model.ratios)
     run = _Run(args, meta, model)
-    generator = torch.Generator().manual_seed(args.seed)
-    stream = batches(data, args.batch_size, generator)
-    steps_per_epoch = len(data.train_labels) // args.batch_size
     wall: dict[str, float] = dict(run.state.get("wall", {}))
     kd_teacher = None if args.no_kd else teacher
     beta = 1.0 if args.no_suppression else cfg.beta
@@ -151,31 +178,32 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.method == "stepping":
         def build() -> None:
-            construct(model, stream, targets, cfg, run.progress("iteration"), run.optimizer(cfg, "iteration"),
-                      on_iteration=lambda it, o: run.save("iteration", it, o))
+            construct(model, task.stream, task.loss, targets, cfg, run.progress("iteration"),
+                      run.optimizer(cfg, "iteration"), on_iteration=lambda it, o: run.save("iteration", it, o))
         if run.progress("iteration") < cfg.iterations or "construct" not in wall:
             timed("construct", build)
-    steps = args.epochs * steps_per_epoch
+    steps = args.epochs * task.steps_per_epoch
     if run.progress("step") < steps:
         def train() -> None:
-            fit(model, stream, steps, cfg, kd_teacher if args.method != "original" else None, beta,
-                run.progress("step"), run.optimizer(cfg, "step"), lambda s, o: run.save("step", s, o), steps_per_epoch,
-                desc="retrain" if args.method == "stepping" else args.method)
+            fit(model, task.stream, task.loss, steps, cfg, kd_teacher if args.method != "original" else None, beta,
+                run.progress("step"), run.optimizer(cfg, "step"), lambda s, o: run.save("step", s, o),
+                task.steps_per_epoch, desc="retrain" if args.method == "stepping" else args.method)
         timed("train", train)
-    accuracy = evaluate(model, data.test_images, data.test_labels)
-    macs = [model.macs(i) for i in range(meta["num_subnets"])]
+    metrics = task.evaluate(model)
+    macs = [model.macs(i) for i in range(model.num_subnets)]
     result = {
-        "method": args.method, "arch": args.arch, "data": str(args.data),
-        "subnet_accuracy": accuracy, "subnet_macs": macs, "original_macs": original_macs,
+        "method": args.method, "arch": args.arch, "task": task.name, "data": str(args.data),
+        **{f"subnet_{name}": values for name, values in metrics.items()},
+        "subnet_macs": macs, "original_macs": original_macs,
         "macs_fraction": [m / original_macs for m in macs], "targets": targets,
-        "teacher_accuracy": evaluate(teacher, data.test_images, data.test_labels)[0] if teacher else None,
+        **({f"teacher_{name}": values[0] for name, values in task.evaluate(teacher).items()} if teacher else {}),
         "wall_s": wall, "epochs": args.epochs, "batch_size": args.batch_size, "kd": kd_teacher is not None,
         "beta": beta, "expansion": expansion if args.method in ("stepping", "anywidth") else None,
-        "config": asdict(cfg), "train_images": len(data.train_labels), "test_images": len(data.test_labels),
+        "config": asdict(cfg), "steps_per_epoch": task.steps_per_epoch,
         "command": "python -m anytime_perception.training.stepping_run " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     (run.out / "result.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("method", "subnet_accuracy", "macs_fraction", "wall_s")}))
+    print(json.dumps({k: result[k] for k in ("method", *(f"subnet_{n}" for n in metrics), "macs_fraction", "wall_s")}))
     return 0
 
 

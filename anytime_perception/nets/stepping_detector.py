@@ -1,0 +1,49 @@
+"""SteppingNet CenterNet detector: a stepping conv chain whose 1x1-conv output is the CenterNet head.
+
+The output layer's channels are the heads (class heatmaps, then 2 log sizes, then 2 offsets) at
+stride 8; like a stepping classifier's logits they are additive over increments, so stage ``k``
+adds the contribution of the level-``k`` neurons to the heads of stage ``k - 1``. The chain widens
+the receptive field with dilated 3x3 convolutions at stride 8 instead of a top-down neck.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .stepping import ClassifierSpec, ConvSpec, SteppingClassifier
+
+__all__ = ["CENTERNET_CHAIN", "OUTPUT_STRIDE", "split_heads", "stepping_centernet"]
+
+OUTPUT_STRIDE = 8
+CENTERNET_CHAIN = ClassifierSpec(
+    "stepping_centernet",
+    convs=(
+        ConvSpec(24, 4, 0, pool=False, stride=4),  # patchify stem, /4
+        ConvSpec(48, 3, 1, pool=False),
+        ConvSpec(96, 3, 1, pool=False, stride=2),  # /8
+        ConvSpec(96, 3, 2, pool=False, dilation=2),
+        ConvSpec(96, 3, 4, pool=False, dilation=4),
+        ConvSpec(64, 3, 8, pool=False, dilation=8),
+    ),
+    num_classes=4 + 4,
+    input_size=320,
+    head="conv",
+)
+
+
+def split_heads(output: Tensor, num_classes: int) -> dict[str, Tensor]:
+    """The output channels as CenterNet heads: ``heatmap``, ``size`` and ``offset``."""
+    return {"heatmap": output[:, :num_classes], "size": output[:, num_classes: num_classes + 2],
+            "offset": output[:, num_classes + 2: num_classes + 4]}
+
+
+def stepping_centernet(num_classes: int, num_subnets: int = 1, expansion: float = 1.0,
+                       spec: ClassifierSpec = CENTERNET_CHAIN) -> SteppingClassifier:
+    """The detector chain (expanded by ``expansion``) with ``num_subnets`` levels and a prior of
+    0.1 on the heatmap (CenterNet's focal-loss initialisation)."""
+    spec = spec.with_classes(num_classes + 4)
+    model = SteppingClassifier(spec.expanded(expansion) if expansion != 1.0 else spec, num_subnets)
+    with torch.no_grad():
+        model.out.bias.zero_()
+        model.out.bias[:num_classes] = -2.19
+    return model
