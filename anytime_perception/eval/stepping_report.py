@@ -42,6 +42,13 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _table_one(name: str, results: dict[str, dict]) -> list[str]:
     original = results["original"]
     a_t = original["subnet_accuracy"][0]
@@ -82,11 +89,7 @@ def _plot(name: str, results: dict[str, dict], out: Path) -> Path:
     ax.set_title(name)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = out / f"steppingnet_{name}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"steppingnet_{name}.png")
 
 
 def _ablation(name: str, results: dict[str, dict], out: Path) -> tuple[list[str], Path | None]:
@@ -107,11 +110,7 @@ def _ablation(name: str, results: dict[str, dict], out: Path) -> tuple[list[str]
     ax.set_title(f"ablation, {name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = out / f"steppingnet_ablation_{name}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return lines + [""], path
+    return lines + [""], _save(fig, out / f"steppingnet_ablation_{name}.png")
 
 
 def _commands(results: dict[str, dict]) -> list[str]:

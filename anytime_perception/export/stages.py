@@ -7,6 +7,7 @@ recomputed. A static single graph of the full model (``full.onnx``) is exported 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -17,22 +18,32 @@ from torch import Tensor, nn
 from ..nets.anywidth import AnyWidthDetector
 from .macs import count_macs
 
-__all__ = ["export_stages", "verify_stages", "export_graph"]
+__all__ = ["export_stages", "verify_stages", "export_graph", "StageGraph"]
 
 HEADS = ("heatmap", "size", "offset")
 OPSET = 17
 
 
-class _Stage(nn.Module):
-    """Stage ``k`` as a module with flat named inputs/outputs for the ONNX exporter."""
+# (model, image, carry, k) -> (new carry entries, the stage's other outputs in graph order)
+StageStep = Callable[[nn.Module, Tensor, dict[str, Tensor], int], tuple[dict[str, Tensor], tuple[Tensor, ...]]]
 
-    def __init__(self, model: AnyWidthDetector, k: int, carry_in: list[str], carry_out: list[str]) -> None:
+
+class StageGraph(nn.Module):
+    """Stage ``k`` of ``model`` as a module with flat named inputs/outputs for the ONNX exporter:
+    inputs ``(image, *carry_in)``, outputs ``(*carry_out, *other outputs of step)``."""
+
+    def __init__(self, model: nn.Module, step: StageStep, k: int, carry_in: list[str], carry_out: list[str]) -> None:
         super().__init__()
-        self.model, self.k, self.carry_in, self.carry_out = model, k, carry_in, carry_out
+        self.model, self.step, self.k, self.carry_in, self.carry_out = model, step, k, carry_in, carry_out
 
     def forward(self, image: Tensor, *carry: Tensor) -> tuple[Tensor, ...]:
-        new, heads = self.model.forward_stage(image, dict(zip(self.carry_in, carry)), self.k)
-        return tuple(new[n] for n in self.carry_out) + tuple(heads[h] for h in HEADS)
+        new, outputs = self.step(self.model, image, dict(zip(self.carry_in, carry)), self.k)
+        return tuple(new[n] for n in self.carry_out) + tuple(outputs)
+
+
+def _detector_step(model: nn.Module, image: Tensor, carry: dict[str, Tensor], k: int) -> tuple[dict, tuple]:
+    new, heads = model.forward_stage(image, carry, k)
+    return new, tuple(heads[h] for h in HEADS)
 
 
 class _Full(nn.Module):
@@ -78,7 +89,7 @@ def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, label
             last = k == model.num_stages - 1
             carry_in, carry_out = list(carry), [] if last else list(new)
             file = out / f"stage{k}.onnx"
-            export_graph(_Stage(model, k, carry_in, carry_out), (image, *carry.values()), file,
+            export_graph(StageGraph(model, _detector_step, k, carry_in, carry_out), (image, *carry.values()), file,
                     ["image", *carry_in], carry_out + list(HEADS))
             stages.append({"name": f"stage{k}", "file": file.name, "macs": count_macs(file),
                            "inputs": ["image", *carry_in], "carry_outputs": carry_out,

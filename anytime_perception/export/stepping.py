@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..nets.stepping import SteppingClassifier
 from .macs import count_macs
-from .stages import export_graph
+from .stages import StageGraph, export_graph
 
 __all__ = ["export_stepping", "head_outputs"]
 
@@ -35,18 +35,11 @@ def head_outputs(model: SteppingClassifier, output: Tensor) -> dict[str, Tensor]
     return {name: output[:, s] for name, s in _heads(model).items()}
 
 
-class _Increment(nn.Module):
-    """Increment ``k`` with flat named inputs/outputs: carry, the cumulative output, the heads."""
-
-    def __init__(self, model: SteppingClassifier, k: int, carry_in: list[str], carry_out: list[str]) -> None:
-        super().__init__()
-        self.model, self.k, self.carry_in, self.carry_out = model, k, carry_in, carry_out
-
-    def forward(self, image: Tensor, *carry: Tensor) -> tuple[Tensor, ...]:
-        new, out = self.model.forward_increment(image, dict(zip(self.carry_in, carry)), self.k)
-        heads = _heads(self.model)
-        split = () if "logits" in heads else tuple(out[:, s] for s in heads.values())
-        return tuple(new[n] for n in self.carry_out) + (out,) + split
+def _increment_step(model: nn.Module, image: Tensor, carry: dict[str, Tensor], k: int) -> tuple[dict, tuple]:
+    """Increment ``k``: new carry, then the cumulative output and (detectors) its split heads."""
+    new, out = model.forward_increment(image, carry, k)
+    heads = _heads(model)
+    return new, (out,) + (() if "logits" in heads else tuple(out[:, s] for s in heads.values()))
 
 
 class _Largest(nn.Module):
@@ -101,7 +94,8 @@ def export_stepping(model: SteppingClassifier, out_dir: str | Path, name: str, l
             kept = [n for n in carry_out if n != logits]
             heads = {h: logits if h == "logits" else f"{h}.{k}" for h in _heads(model)}
             file = out / f"stage{k}.onnx"
-            export_graph(_Increment(model, k, carry_in, kept), (image, *(carry[n] for n in carry_in)), file,
+            graph = StageGraph(model, _increment_step, k, carry_in, kept)
+            export_graph(graph, (image, *(carry[n] for n in carry_in)), file,
                          ["image", *carry_in], kept + [logits] + [n for n in heads.values() if n != logits])
             stages.append({"name": f"stage{k}", "file": file.name, "macs": count_macs(file),
                            "inputs": _graph_inputs(file), "carry_outputs": carry_out, "head_outputs": heads})
