@@ -147,6 +147,14 @@ def test_move_neurons_moves_least_important_first():
     assert sum(len(m) for m in moved) == 1
 
 
+def test_per_mac_ranking_moves_the_neuron_that_saves_most():
+    model = SteppingClassifier(LENET_5.expanded(2.0), 2)
+    equal = [torch.ones(w) for w in model.widths]
+    move_neurons(model, equal, [model.macs(0) // 2, model.macs(0)], chunk=1, per_mac=True)
+    moved = [int((model.levels(l) == 1).sum()) for l in range(model.num_hidden)]
+    assert moved == [1, 0, 0, 0]  # a first-layer channel: by far the most MACs per neuron
+
+
 def test_baselines_hit_the_same_mac_points():
     spec = LENET_3C1L
     original = SteppingClassifier(spec, 1).macs(0)

@@ -44,6 +44,9 @@ class SteppingConfig:
     temperature: float = 1.0  # of the KL term
     prune_threshold: float = 0.05  # prune |w| below this fraction of the layer's mean |w|
     min_neurons: int = 1  # every subnet keeps at least this many neurons per layer
+    # which neurons move first: the least important (the paper), or the least important per MAC
+    # the move saves ("importance_per_mac": cheap neurons such as FC units are not emptied first)
+    ranking: str = "importance"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -149,20 +152,34 @@ def _over_target(model: SteppingClassifier, i: int, targets: list[int]) -> bool:
     return i == 0 or macs - model.macs(i - 1) > targets[i] - targets[i - 1]
 
 
+def _move_saving(model: SteppingClassifier, l: int, j: int, i: int) -> int:
+    """MACs subnet ``i`` saves if neuron ``j`` of layer ``l`` moves from level ``i`` to ``i + 1``."""
+    before, levels = model.macs(i), model.levels(l).clone()
+    levels[j] = i + 1
+    model.set_levels(l, levels)
+    saving = before - model.macs(i)
+    levels[j] = i
+    model.set_levels(l, levels)
+    return saving
+
+
 def move_neurons(model: SteppingClassifier, importance: list[Tensor], targets: list[int], chunk: float,
-                 min_neurons: int = 1) -> int:
+                 min_neurons: int = 1, per_mac: bool = False) -> int:
     """Move the least important neurons (MACs just over ``chunk``) out of every subnet over its target.
 
     Subnets are visited from the largest down, so a neuron moves at most one level per call;
     moving out of the last subnet removes the neuron; every subnet keeps ``min_neurons`` per layer.
-    Returns the number of neurons moved.
+    With ``per_mac`` neurons are ranked by importance per MAC the move saves. Returns the number
+    of neurons moved.
     """
     moved = 0
     for i in reversed(range(model.num_subnets)):
         if not _over_target(model, i, targets):
             continue
-        candidates = sorted((float(importance[l][j]), l, int(j)) for l in range(model.num_hidden)
-                            for j in torch.nonzero(model.levels(l) == i).squeeze(1))
+        movable = [l for l in range(model.num_hidden) if int((model.levels(l) <= i).sum()) > min_neurons]
+        candidates = sorted(
+            (float(importance[l][j]) / (max(1, _move_saving(model, l, int(j), i)) if per_mac else 1), l, int(j))
+            for l in movable for j in torch.nonzero(model.levels(l) == i).squeeze(1))
         start = model.macs(i)
         for _, l, j in candidates:
             if start - model.macs(i) >= chunk or not _over_target(model, i, targets):
@@ -187,6 +204,9 @@ def construct(model: SteppingClassifier, data: Batches, loss_fn: Loss, targets: 
     expanded_total = SteppingClassifier(model.spec, 1).macs(0)  # P_t: the whole expanded network
     chunk = (expanded_total - targets[0]) / cfg.iterations
     importance = [torch.zeros(w) for w in model.widths]
+    if cfg.ranking not in ("importance", "importance_per_mac"):
+        raise ValueError(f"ranking must be 'importance' or 'importance_per_mac', got {cfg.ranking!r}")
+    per_mac = cfg.ranking == "importance_per_mac"
     bar = tqdm(range(start_iteration, cfg.iterations), initial=start_iteration, total=cfg.iterations,
                desc="construct", mininterval=5)
     for iteration in bar:
@@ -196,14 +216,14 @@ def construct(model: SteppingClassifier, data: Batches, loss_fn: Loss, targets: 
             images, labels = next(data)
             train_batch(model, optimizer, images, labels, loss_fn, cfg, None, cfg.beta, importance)
         sparsity = update_pruning(model, cfg.prune_threshold)
-        move_neurons(model, importance, targets, chunk, cfg.min_neurons)
+        move_neurons(model, importance, targets, chunk, cfg.min_neurons, per_mac)
         bar.set_postfix({"MACs": "/".join(f"{model.macs(i) / targets[i]:.2f}" for i in range(model.num_subnets)),
                          "sparsity": f"{sparsity:.2f}"}, refresh=False)
         if on_iteration is not None:
             on_iteration(iteration + 1, optimizer)
     # targets not reached within N_t iterations: keep moving by the last importance, no training
     while any(_over_target(model, i, targets) for i in range(model.num_subnets)):
-        if move_neurons(model, importance, targets, chunk, cfg.min_neurons) == 0:
+        if move_neurons(model, importance, targets, chunk, cfg.min_neurons, per_mac) == 0:
             break
     return optimizer
 
