@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every run behind docs/results/steppingnet.md (CPU schedule; see that page).
 #   scripts/steppingnet_repro.sh [lenet5|lenet_3c1l|gtsrb|all]   (default all; runs resume)
+# The runs of one set after its original network are independent: they may run in parallel.
 # then: python -m anytime_perception.eval.stepping_report --runs runs/steppingnet --out docs/results
 set -euo pipefail
 DATASETS=${DATASETS:-$(cd "$(dirname "$0")/../.." && pwd)/shared/datasets}
@@ -26,6 +27,8 @@ ablation() {  # Fig. 8: without LR suppression, without KD, without both (LeNet-
   run stepping "${step[@]}" --no-suppression --out "$out/stepping_no_suppression"
   run stepping "${step[@]}" --no-kd --out "$out/stepping_no_kd"
   run stepping "${step[@]}" --no-suppression --no-kd --out "$out/stepping_no_both"
+  # not in the paper: neurons ranked by importance per MAC the move saves
+  run stepping "${step[@]}" --ranking importance_per_mac --out "$out/stepping_per_mac"
 }
 
 case ${1:-all} in

@@ -211,3 +211,13 @@ def test_cli_trains_resumes_and_exports(tmp_path, cifar):
     export_main(["--checkpoint", str(tmp_path / "step" / "last.pt"), "--out", str(tmp_path / "model")])
     runtime = AnytimeModel(tmp_path / "model")
     assert runtime.manifest.task == "classification" and runtime.manifest.labels[0] == "airplane"
+
+
+def test_cli_refuses_bad_inputs_with_one_line(tmp_path, capsys):
+    assert stepping_run.main(["original", "--data", str(tmp_path / "missing.zip"), "--out", str(tmp_path / "o")]) == 2
+    assert "dataset not found" in capsys.readouterr().err
+    corrupt = tmp_path / "teacher.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    assert stepping_run.main(["stepping", "--data", str(CIFAR10), "--train-limit", "256", "--test-limit", "64",
+                              "--teacher", str(corrupt), "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.startswith("error:")

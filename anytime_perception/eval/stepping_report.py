@@ -24,7 +24,8 @@ PAPER_TABLE_I = {
     "lenet_3c1l": (83.36, ((68.5, 9.65), (77.38, 29.55), (79.81, 48.62), (80.4, 78.52))),
     "lenet5": (74.96, ((51.8, 13.64), (59.56, 26.54), (68.64, 55.07), (72.03, 82.74))),
 }
-METHODS = {"stepping": "SteppingNet", "anywidth": "any-width", "slimmable": "slimmable"}
+METHODS = {"stepping": "SteppingNet", "stepping_per_mac": "SteppingNet, ranked per MAC (ours)",
+           "anywidth": "any-width", "slimmable": "slimmable"}
 ABLATION = {"stepping": "full", "stepping_no_suppression": "without LR suppression",
             "stepping_no_kd": "without KD", "stepping_no_both": "without both"}
 

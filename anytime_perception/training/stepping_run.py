@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from dataclasses import asdict, fields
@@ -146,7 +147,16 @@ def _model(args: argparse.Namespace, task: Task, targets: list[int], expansion: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; bad data paths, datasets or checkpoints end it with one ``error:`` line (exit 2)."""
     args = _parse(argv)
+    try:
+        return _run(args, argv)
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
