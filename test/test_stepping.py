@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from anytime_perception.export.stages import verify_stages
 from anytime_perception.export.stepping import export_stepping
 from anytime_perception.nets.slimmable import SlimmableClassifier, fit_ratios
-from anytime_perception.nets.stepping import LENET_3C1L, LENET_5, SteppingClassifier
+from anytime_perception.nets.stepping import LENET_3C1L, LENET_5, SteppingNet
 from anytime_perception.runtime.engine import AnytimeEngine
 from anytime_perception.runtime.manifest import ManifestError
 from anytime_perception.runtime.model import AnytimeModel
@@ -32,7 +32,7 @@ def cifar(tmp_path_factory):
                                cache_dir=str(tmp_path_factory.mktemp("cache")))
 
 
-def _random_levels(model: SteppingClassifier, seed: int = 0) -> SteppingClassifier:
+def _random_levels(model: SteppingNet, seed: int = 0) -> SteppingNet:
     g = torch.Generator().manual_seed(seed)
     for l in range(model.num_hidden):
         levels = torch.randint(0, model.num_subnets + 1, model.levels(l).shape, generator=g)
@@ -44,7 +44,7 @@ def _random_levels(model: SteppingClassifier, seed: int = 0) -> SteppingClassifi
     return model.eval()
 
 
-def _dense_reference(model: SteppingClassifier, x: torch.Tensor, subnet: int) -> torch.Tensor:
+def _dense_reference(model: SteppingNet, x: torch.Tensor, subnet: int) -> torch.Tensor:
     """Subnet ``subnet`` as one dense masked network: W[o, i] kept iff level(i) <= level(o) <= subnet."""
     h, in_levels = x, torch.zeros(3, dtype=torch.long)
     for l in range(model.num_hidden):
@@ -68,7 +68,7 @@ def _dense_reference(model: SteppingClassifier, x: torch.Tensor, subnet: int) ->
 
 @pytest.mark.parametrize("spec", [LENET_3C1L, LENET_5.expanded(2.0)], ids=lambda s: s.name)
 def test_increments_equal_the_dense_masked_subnets(spec):
-    model = _random_levels(SteppingClassifier(spec, 3))
+    model = _random_levels(SteppingNet(spec, 3))
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         outputs = model.forward_all(x)
@@ -80,7 +80,7 @@ def test_increments_equal_the_dense_masked_subnets(spec):
 
 def test_new_neurons_never_feed_old_ones():
     """Changing a level-2 neuron's weights leaves subnets 0 and 1 bit-identical."""
-    model = _random_levels(SteppingClassifier(LENET_3C1L, 3), seed=1)
+    model = _random_levels(SteppingNet(LENET_3C1L, 3), seed=1)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         before = model.forward_all(x)
@@ -92,7 +92,7 @@ def test_new_neurons_never_feed_old_ones():
 
 
 def test_levels_are_validated():
-    model = SteppingClassifier(LENET_5, 2)
+    model = SteppingNet(LENET_5, 2)
     with pytest.raises(ValueError, match="at least one 0"):
         model.set_levels(0, torch.ones(6, dtype=torch.long))
     with pytest.raises(ValueError, match="values in 0..2"):
@@ -100,7 +100,7 @@ def test_levels_are_validated():
 
 
 def test_macs_match_a_hand_count():
-    model = SteppingClassifier(LENET_5, 2)
+    model = SteppingNet(LENET_5, 2)
     # conv 3->6 5x5 on 28x28, conv 6->16 5x5 on 10x10, fc 400->120->84->10
     assert model.macs(1) == 28 * 28 * 6 * 75 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10
     levels = torch.tensor([0, 0, 0, 1, 1, 1])
@@ -109,7 +109,7 @@ def test_macs_match_a_hand_count():
 
 
 def test_lr_suppression_scales_gradients_by_beta_power():
-    model = _random_levels(SteppingClassifier(LENET_5, 3), seed=2).train()
+    model = _random_levels(SteppingNet(LENET_5, 3), seed=2).train()
     loss = model(torch.randn(4, 3, 32, 32), 2).sum()
     loss.backward()
     raw = model.convs[1].weight.grad.clone()
@@ -123,9 +123,9 @@ def test_lr_suppression_scales_gradients_by_beta_power():
 def test_construction_meets_mac_targets(cifar):
     torch.manual_seed(0)
     spec = LENET_5.with_classes(10)
-    original = SteppingClassifier(spec, 1).macs(0)
+    original = SteppingNet(spec, 1).macs(0)
     targets = [round(f * original) for f in (0.15, 0.30, 0.60, 0.85)]
-    model = SteppingClassifier(spec.expanded(2.0), 4)
+    model = SteppingNet(spec.expanded(2.0), 4)
     cfg = SteppingConfig(iterations=6, batches_per_iteration=4, lr=0.02)
     stream = batches(cifar, 64, torch.Generator().manual_seed(0))
     construct(model, stream, partial(distillation_loss, gamma=1.0, temperature=1.0), targets, cfg)
@@ -138,7 +138,7 @@ def test_construction_meets_mac_targets(cifar):
 
 
 def test_move_neurons_moves_least_important_first():
-    model = SteppingClassifier(LENET_5.expanded(2.0), 2)
+    model = SteppingNet(LENET_5.expanded(2.0), 2)
     importance = [torch.arange(w, dtype=torch.float) + 100 * l for l, w in enumerate(model.widths)]
     targets = [model.macs(0) // 2, model.macs(0)]
     move_neurons(model, importance, targets, chunk=1, min_neurons=1)
@@ -148,7 +148,7 @@ def test_move_neurons_moves_least_important_first():
 
 
 def test_per_mac_ranking_moves_the_neuron_that_saves_most():
-    model = SteppingClassifier(LENET_5.expanded(2.0), 2)
+    model = SteppingNet(LENET_5.expanded(2.0), 2)
     equal = [torch.ones(w) for w in model.widths]
     move_neurons(model, equal, [model.macs(0) // 2, model.macs(0)], chunk=1, per_mac=True)
     moved = [int((model.levels(l) == 1).sum()) for l in range(model.num_hidden)]
@@ -157,10 +157,10 @@ def test_per_mac_ranking_moves_the_neuron_that_saves_most():
 
 def test_baselines_hit_the_same_mac_points():
     spec = LENET_3C1L
-    original = SteppingClassifier(spec, 1).macs(0)
+    original = SteppingNet(spec, 1).macs(0)
     targets = [round(f * original) for f in (0.1, 0.3, 0.5, 0.85)]
     slim = SlimmableClassifier(spec, fit_ratios(spec, targets))
-    anywidth = SteppingClassifier(spec.expanded(1.8), 4)
+    anywidth = SteppingNet(spec.expanded(1.8), 4)
     assign_regular_levels(anywidth, targets)
     for model in (slim, anywidth):
         for i, target in enumerate(targets):
@@ -169,7 +169,7 @@ def test_baselines_hit_the_same_mac_points():
 
 
 def test_increment_export_executes_each_mac_once(tmp_path):
-    model = _random_levels(SteppingClassifier(LENET_3C1L.expanded(0.75), 4), seed=3)
+    model = _random_levels(SteppingNet(LENET_3C1L.expanded(0.75), 4), seed=3)
     export_stepping(model, tmp_path, "stepping_test", tuple("abcdefghij"), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     runtime = AnytimeModel(tmp_path)
     stage_macs = [s.macs for s in runtime.manifest.stages]  # counted from each ONNX graph
@@ -188,7 +188,7 @@ def test_increment_export_executes_each_mac_once(tmp_path):
 
 
 def test_engine_refuses_a_classifier_manifest(tmp_path):
-    export_stepping(_random_levels(SteppingClassifier(LENET_5, 2)), tmp_path, "c", tuple("abcdefghij"),
+    export_stepping(_random_levels(SteppingNet(LENET_5, 2)), tmp_path, "c", tuple("abcdefghij"),
                     (0, 0, 0), (1, 1, 1))
     model = AnytimeModel(tmp_path)
     with pytest.raises(ManifestError, match="publishes detections"):

@@ -12,7 +12,7 @@ import torch
 
 from ..data.road_signs import CLASSES
 from ..nets import build_model
-from ..nets.stepping import SteppingClassifier
+from ..nets.stepping import SteppingNet
 from ..training.dataset import MEAN, STD
 from ..training.stepping_run import load_classifier
 from ..training.train import load_checkpoint
@@ -33,7 +33,7 @@ def _export_detector(state: dict, out: str, name: str) -> float:
 
 def _export_classifier(checkpoint: str, out: str, name: str) -> float:
     model, meta = load_classifier(checkpoint)
-    if not isinstance(model, SteppingClassifier):
+    if not isinstance(model, SteppingNet):
         raise SystemExit(f"{checkpoint}: a {meta['kind']} network recomputes every subnet; only nested "
                          "(SteppingNet / any-width) networks export as increments")
     # checkpoints keep mean/std of pixels scaled to 0..1; the runtime normalises 0..255 pixels

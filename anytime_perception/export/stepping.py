@@ -15,14 +15,14 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from ..nets.stepping import SteppingClassifier
+from ..nets.stepping import SteppingNet
 from .macs import count_macs
 from .stages import StageGraph, export_graph
 
 __all__ = ["export_stepping", "head_outputs"]
 
 
-def _heads(model: SteppingClassifier) -> dict[str, slice]:
+def _heads(model: SteppingNet) -> dict[str, slice]:
     """Head name -> output channels: the logits, or a detector's CenterNet heads."""
     if model.spec.head == "linear":
         return {"logits": slice(None)}
@@ -30,7 +30,7 @@ def _heads(model: SteppingClassifier) -> dict[str, slice]:
     return {"heatmap": slice(0, c), "size": slice(c, c + 2), "offset": slice(c + 2, c + 4)}
 
 
-def head_outputs(model: SteppingClassifier, output: Tensor) -> dict[str, Tensor]:
+def head_outputs(model: SteppingNet, output: Tensor) -> dict[str, Tensor]:
     """A subnet's output as the manifest's heads (to compare the ONNX stages with torch)."""
     return {name: output[:, s] for name, s in _heads(model).items()}
 
@@ -45,7 +45,7 @@ def _increment_step(model: nn.Module, image: Tensor, carry: dict[str, Tensor], k
 class _Largest(nn.Module):
     """The largest subnet as one static graph (benchmark baseline)."""
 
-    def __init__(self, model: SteppingClassifier) -> None:
+    def __init__(self, model: SteppingNet) -> None:
         super().__init__()
         self.model = model
 
@@ -54,7 +54,7 @@ class _Largest(nn.Module):
         return tuple(out[:, s] for s in _heads(self.model).values())
 
 
-def _needed(model: SteppingClassifier, k: int, available: list[str]) -> list[str]:
+def _needed(model: SteppingNet, k: int, available: list[str]) -> list[str]:
     """Carry entries increment ``k`` reads: every layer's lower levels except the last hidden
     layer's (the output only adds the new neurons), and the previous logits."""
     last = model.num_hidden - 1
@@ -70,7 +70,7 @@ def _graph_inputs(path: Path) -> list[str]:
     return [i.name for i in graph.input if i.name not in initializers]
 
 
-def export_stepping(model: SteppingClassifier, out_dir: str | Path, name: str, labels: tuple[str, ...],
+def export_stepping(model: SteppingNet, out_dir: str | Path, name: str, labels: tuple[str, ...],
                     mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
     """Write ``stage<k>.onnx`` per increment, ``full.onnx`` and ``manifest.yaml`` into ``out_dir``.
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .stepping import ClassifierSpec
+from .stepping import SteppingSpec
 
 __all__ = ["SlimmableClassifier"]
 
@@ -20,7 +20,7 @@ __all__ = ["SlimmableClassifier"]
 class SlimmableClassifier(nn.Module):
     """``spec`` at widths ``ratios`` (ascending, each in (0, 1])."""
 
-    def __init__(self, spec: ClassifierSpec, ratios: tuple[float, ...]) -> None:
+    def __init__(self, spec: SteppingSpec, ratios: tuple[float, ...]) -> None:
         super().__init__()
         if not ratios or any(not 0 < r <= 1 for r in ratios) or list(ratios) != sorted(ratios):
             raise ValueError(f"ratios must be ascending values in (0, 1], got {ratios}")
@@ -86,7 +86,7 @@ class SlimmableClassifier(nn.Module):
         return []
 
 
-def fit_ratios(spec: ClassifierSpec, targets: list[int]) -> tuple[float, ...]:
+def fit_ratios(spec: SteppingSpec, targets: list[int]) -> tuple[float, ...]:
     """Width ratios whose slimmable subnets come closest to (not above) each MAC target."""
     ratios = []
     for target in targets:

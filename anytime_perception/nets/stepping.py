@@ -1,4 +1,4 @@
-"""SteppingNet classifiers: nested subnets with a learned neuron-to-subnet assignment.
+"""SteppingNet: nested subnets with a learned neuron-to-subnet assignment (classifiers, detectors).
 
 Every hidden neuron (a conv channel or a fully connected unit) has a *level*: the smallest subnet
 it belongs to (``num_subnets`` means removed). Subnet ``i`` uses the neurons of level ``<= i``,
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ConvSpec", "ClassifierSpec", "SteppingClassifier", "LENET_3C1L", "LENET_5", "ARCHITECTURES"]
+__all__ = ["ConvSpec", "SteppingSpec", "SteppingNet", "LENET_3C1L", "LENET_5", "ARCHITECTURES"]
 
 Carry = dict[str, Tensor]
 
@@ -41,7 +41,7 @@ class ConvSpec:
 
 
 @dataclass(frozen=True)
-class ClassifierSpec:
+class SteppingSpec:
     """A chain of conv layers, then either fully connected hidden layers and a linear output
     (``head="linear"``, a LeNet-style classifier) or a 1x1 convolution over the last feature map
     (``head="conv"``, dense outputs such as CenterNet heads). ``num_classes``: output channels."""
@@ -66,28 +66,28 @@ class ClassifierSpec:
             size = size // 2 if c.pool else size
         return conv_out_hw, size * size
 
-    def expanded(self, ratio: float) -> "ClassifierSpec":
+    def expanded(self, ratio: float) -> "SteppingSpec":
         """Every hidden layer widened by ``ratio`` (SteppingNet's starting point)."""
         return replace(self, convs=tuple(replace(c, channels=round(c.channels * ratio)) for c in self.convs),
                        hidden=tuple(round(h * ratio) for h in self.hidden))
 
-    def with_classes(self, num_classes: int) -> "ClassifierSpec":
+    def with_classes(self, num_classes: int) -> "SteppingSpec":
         return replace(self, num_classes=num_classes)
 
 
-LENET_3C1L = ClassifierSpec("lenet_3c1l", (ConvSpec(32), ConvSpec(32), ConvSpec(64)))
-LENET_5 = ClassifierSpec("lenet5", (ConvSpec(6, 5, 0), ConvSpec(16, 5, 0)), (120, 84))
-ARCHITECTURES: dict[str, ClassifierSpec] = {s.name: s for s in (LENET_3C1L, LENET_5)}
+LENET_3C1L = SteppingSpec("lenet_3c1l", (ConvSpec(32), ConvSpec(32), ConvSpec(64)))
+LENET_5 = SteppingSpec("lenet5", (ConvSpec(6, 5, 0), ConvSpec(16, 5, 0)), (120, 84))
+ARCHITECTURES: dict[str, SteppingSpec] = {s.name: s for s in (LENET_3C1L, LENET_5)}
 
 
-class SteppingClassifier(nn.Module):
-    """A classifier whose hidden neurons are split into ``num_subnets`` nested levels.
+class SteppingNet(nn.Module):
+    """A network whose hidden neurons are split into ``num_subnets`` nested levels.
 
     Buffers ``level<l>`` (one int per neuron of hidden layer ``l``) and ``prune<l>`` (one bool per
     weight of weighted layer ``l``, the output layer last) are part of the state dict.
     """
 
-    def __init__(self, spec: ClassifierSpec, num_subnets: int = 1) -> None:
+    def __init__(self, spec: SteppingSpec, num_subnets: int = 1) -> None:
         super().__init__()
         self.spec, self.num_subnets = spec, num_subnets
         channels = [3] + [c.channels for c in spec.convs]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .stepping import ClassifierSpec, ConvSpec, SteppingClassifier
+from .stepping import SteppingSpec, ConvSpec, SteppingNet
 
 __all__ = ["CENTERNET_CHAIN", "OUTPUT_STRIDE", "split_heads", "stepping_centernet"]
 
 OUTPUT_STRIDE = 8
-CENTERNET_CHAIN = ClassifierSpec(
+CENTERNET_CHAIN = SteppingSpec(
     "stepping_centernet",
     convs=(
         ConvSpec(24, 4, 0, pool=False, stride=4),  # patchify stem, /4
@@ -38,11 +38,11 @@ def split_heads(output: Tensor, num_classes: int) -> dict[str, Tensor]:
 
 
 def stepping_centernet(num_classes: int, num_subnets: int = 1, expansion: float = 1.0,
-                       spec: ClassifierSpec = CENTERNET_CHAIN) -> SteppingClassifier:
+                       spec: SteppingSpec = CENTERNET_CHAIN) -> SteppingNet:
     """The detector chain (expanded by ``expansion``) with ``num_subnets`` levels and a prior of
     0.1 on the heatmap (CenterNet's focal-loss initialisation)."""
     spec = spec.with_classes(num_classes + 4)
-    model = SteppingClassifier(spec.expanded(expansion) if expansion != 1.0 else spec, num_subnets)
+    model = SteppingNet(spec.expanded(expansion) if expansion != 1.0 else spec, num_subnets)
     with torch.no_grad():
         model.out.bias.zero_()
         model.out.bias[:num_classes] = -2.19

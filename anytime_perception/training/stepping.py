@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..nets.stepping import SteppingClassifier
+from ..nets.stepping import SteppingNet
 
 __all__ = ["SteppingConfig", "fit", "construct", "move_neurons", "update_pruning", "assign_regular_levels",
            "suppress_gradients"]
@@ -130,7 +130,7 @@ def fit(model: nn.Module, data: Batches, loss_fn: Loss, steps: int, cfg: Steppin
     return optimizer
 
 
-def update_pruning(model: SteppingClassifier, threshold: float) -> float:
+def update_pruning(model: SteppingNet, threshold: float) -> float:
     """Recompute the magnitude-pruning masks (revivable: weights keep training); returns sparsity."""
     pruned = total = 0
     with torch.no_grad():
@@ -143,7 +143,7 @@ def update_pruning(model: SteppingClassifier, threshold: float) -> float:
     return pruned / total
 
 
-def _over_target(model: SteppingClassifier, i: int, targets: list[int]) -> bool:
+def _over_target(model: SteppingNet, i: int, targets: list[int]) -> bool:
     """Subnet ``i`` must shed neurons: above its target, and (for i > 0) with a surplus over
     subnet ``i - 1`` larger than the targets' gap."""
     macs = model.macs(i)
@@ -152,7 +152,7 @@ def _over_target(model: SteppingClassifier, i: int, targets: list[int]) -> bool:
     return i == 0 or macs - model.macs(i - 1) > targets[i] - targets[i - 1]
 
 
-def _move_saving(model: SteppingClassifier, l: int, j: int, i: int) -> int:
+def _move_saving(model: SteppingNet, l: int, j: int, i: int) -> int:
     """MACs subnet ``i`` saves if neuron ``j`` of layer ``l`` moves from level ``i`` to ``i + 1``."""
     before, levels = model.macs(i), model.levels(l).clone()
     levels[j] = i + 1
@@ -163,7 +163,7 @@ def _move_saving(model: SteppingClassifier, l: int, j: int, i: int) -> int:
     return saving
 
 
-def move_neurons(model: SteppingClassifier, importance: list[Tensor], targets: list[int], chunk: float,
+def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int], chunk: float,
                  min_neurons: int = 1, per_mac: bool = False) -> int:
     """Move the least important neurons (MACs just over ``chunk``) out of every subnet over its target.
 
@@ -193,7 +193,7 @@ def move_neurons(model: SteppingClassifier, importance: list[Tensor], targets: l
     return moved
 
 
-def construct(model: SteppingClassifier, data: Batches, loss_fn: Loss, targets: list[int], cfg: SteppingConfig,
+def construct(model: SteppingNet, data: Batches, loss_fn: Loss, targets: list[int], cfg: SteppingConfig,
               start_iteration: int = 0, optimizer: torch.optim.Optimizer | None = None,
               on_iteration: Callable[[int, torch.optim.Optimizer], None] | None = None) -> torch.optim.Optimizer:
     """SteppingNet construction until every subnet meets its MAC target (``targets`` ascending).
@@ -201,7 +201,7 @@ def construct(model: SteppingClassifier, data: Batches, loss_fn: Loss, targets: 
     ``model`` is the expanded network; on a fresh start every neuron is in subnet 0.
     """
     optimizer = optimizer or make_optimizer(model, cfg)
-    expanded_total = SteppingClassifier(model.spec, 1).macs(0)  # P_t: the whole expanded network
+    expanded_total = SteppingNet(model.spec, 1).macs(0)  # P_t: the whole expanded network
     chunk = (expanded_total - targets[0]) / cfg.iterations
     importance = [torch.zeros(w) for w in model.widths]
     if cfg.ranking not in ("importance", "importance_per_mac"):
@@ -228,7 +228,7 @@ def construct(model: SteppingClassifier, data: Batches, loss_fn: Loss, targets: 
     return optimizer
 
 
-def assign_regular_levels(model: SteppingClassifier, targets: list[int]) -> None:
+def assign_regular_levels(model: SteppingNet, targets: list[int]) -> None:
     """Any-width nesting: the same leading fraction of every layer per subnet, fit to ``targets``.
 
     Channels past the last subnet's fraction are removed.

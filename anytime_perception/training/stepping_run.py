@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..nets.slimmable import SlimmableClassifier, fit_ratios
-from ..nets.stepping import ARCHITECTURES, ClassifierSpec, ConvSpec, SteppingClassifier
+from ..nets.stepping import ARCHITECTURES, SteppingSpec, ConvSpec, SteppingNet
 from ..nets.stepping_detector import CENTERNET_CHAIN, stepping_centernet
 from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer
 from .stepping_tasks import Task, classification_task, detection_task
@@ -40,8 +40,8 @@ DEFAULT_TARGETS = {"lenet_3c1l": (0.10, 0.30, 0.50, 0.85), "lenet5": (0.15, 0.30
 DEFAULT_EXPANSION = {"lenet_3c1l": 1.8, "lenet5": 2.0, CENTERNET_CHAIN.name: 1.5}
 
 
-def _spec_from_dict(d: dict) -> ClassifierSpec:
-    return ClassifierSpec(d["name"], tuple(ConvSpec(**c) for c in d["convs"]), tuple(d["hidden"]),
+def _spec_from_dict(d: dict) -> SteppingSpec:
+    return SteppingSpec(d["name"], tuple(ConvSpec(**c) for c in d["convs"]), tuple(d["hidden"]),
                           d["num_classes"], d["input_size"], d.get("head", "linear"))
 
 
@@ -49,7 +49,7 @@ def _build(meta: dict) -> nn.Module:
     spec = _spec_from_dict(meta["spec"])
     if meta["kind"] == "slimmable":
         return SlimmableClassifier(spec, tuple(meta["ratios"]))
-    return SteppingClassifier(spec, meta["num_subnets"])
+    return SteppingNet(spec, meta["num_subnets"])
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
@@ -121,7 +121,7 @@ def _task(args: argparse.Namespace, cfg: SteppingConfig) -> Task:
                                args.test_limit, flip=not args.no_flip, seed=args.seed)
 
 
-def _spec(args: argparse.Namespace, task: Task) -> ClassifierSpec:
+def _spec(args: argparse.Namespace, task: Task) -> SteppingSpec:
     """The original (unexpanded) network of ``--arch`` for the task's classes."""
     if args.arch in DETECTORS:
         return DETECTORS[args.arch].with_classes(len(task.labels) + 4)  # + size and offset channels
@@ -140,7 +140,7 @@ def _model(args: argparse.Namespace, task: Task, targets: list[int], expansion: 
     if detector:
         model = stepping_centernet(len(task.labels), subnets, ratio, spec)
     else:
-        model = SteppingClassifier(spec.expanded(ratio) if ratio != 1.0 else spec, subnets)
+        model = SteppingNet(spec.expanded(ratio) if ratio != 1.0 else spec, subnets)
     if args.method == "anywidth":
         assign_regular_levels(model, targets)
     return model
@@ -166,7 +166,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     teacher, _ = (load_classifier(args.teacher) if args.teacher else (None, None))
     if args.method != "original" and teacher is None:
         sys.exit("--teacher (the trained original network) is required: it sets the MAC reference and is the KD teacher")
-    original_macs = SteppingClassifier(_spec(args, task), 1).macs(0)
+    original_macs = SteppingNet(_spec(args, task), 1).macs(0)
     targets = args.target_macs or [round(f * original_macs) for f in (args.targets or DEFAULT_TARGETS[args.arch])]
     expansion = args.expansion or DEFAULT_EXPANSION[args.arch]
     model = _model(args, task, targets, expansion)
