@@ -162,6 +162,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     torch.manual_seed(args.seed)
     args.batch_size = args.batch_size or (16 if args.arch in DETECTORS else 128)
     cfg = SteppingConfig(**{f.name: getattr(args, f.name) for f in fields(SteppingConfig)})
+    if args.no_suppression:  # the ablation removes it from construction and retraining
+        cfg.beta = 1.0
     task = _task(args, cfg)
     teacher, _ = (load_classifier(args.teacher) if args.teacher else (None, None))
     if args.method != "original" and teacher is None:
@@ -178,7 +180,6 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     run = _Run(args, meta, model)
     wall: dict[str, float] = dict(run.state.get("wall", {}))
     kd_teacher = None if args.no_kd else teacher
-    beta = 1.0 if args.no_suppression else cfg.beta
 
     def timed(phase: str, job) -> None:
         start = time.time()
@@ -195,7 +196,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     steps = args.epochs * task.steps_per_epoch
     if run.progress("step") < steps:
         def train() -> None:
-            fit(model, task.stream, task.loss, steps, cfg, kd_teacher if args.method != "original" else None, beta,
+            fit(model, task.stream, task.loss, steps, cfg, kd_teacher if args.method != "original" else None, cfg.beta,
                 run.progress("step"), run.optimizer(cfg, "step"), lambda s, o: run.save("step", s, o),
                 task.steps_per_epoch, desc="retrain" if args.method == "stepping" else args.method)
         timed("train", train)
@@ -208,7 +209,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "macs_fraction": [m / original_macs for m in macs], "targets": targets,
         **({f"teacher_{name}": values[0] for name, values in task.evaluate(teacher).items()} if teacher else {}),
         "wall_s": wall, "epochs": args.epochs, "batch_size": args.batch_size, "kd": kd_teacher is not None,
-        "beta": beta, "expansion": expansion if args.method in ("stepping", "anywidth") else None,
+        "beta": cfg.beta, "expansion": expansion if args.method in ("stepping", "anywidth") else None,
         "config": asdict(cfg), "steps_per_epoch": task.steps_per_epoch,
         "command": "python -m anytime_perception.training.stepping_run " + " ".join(sys.argv[1:] if argv is None else argv),
     }
