@@ -33,9 +33,9 @@ ABLATION = {"stepping": "full", "stepping_no_suppression": "without LR suppressi
 def _load(runs: Path) -> dict[str, dict[str, dict]]:
     sets: dict[str, dict[str, dict]] = {}
     for path in sorted(runs.glob("*/*/result.json")):
-        if "subnet_accuracy" not in json.loads(path.read_text()):  # detectors: see eval's mAP
-            continue
-        sets.setdefault(path.parent.parent.name, {})[path.parent.name] = json.loads(path.read_text())
+        result = json.loads(path.read_text())
+        if "subnet_accuracy" in result:  # detectors report mAP through the eval CLI instead
+            sets.setdefault(path.parent.parent.name, {})[path.parent.name] = result
     return sets
 
 

@@ -14,7 +14,7 @@ from ..data.road_signs import CLASSES
 from ..nets import build_model
 from ..nets.stepping import SteppingNet
 from ..training.dataset import MEAN, STD
-from ..training.stepping_run import load_classifier
+from ..training.stepping_run import classifier_from_state
 from ..training.train import load_checkpoint
 from .stages import export_stages, verify_stages
 from .stepping import export_stepping, head_outputs
@@ -31,8 +31,8 @@ def _export_detector(state: dict, out: str, name: str) -> float:
         return verify_stages(model.eval()(image), out, image)
 
 
-def _export_classifier(checkpoint: str, out: str, name: str) -> float:
-    model, meta = load_classifier(checkpoint)
+def _export_classifier(state: dict, checkpoint: str, out: str, name: str) -> float:
+    model, meta = classifier_from_state(state)
     if not isinstance(model, SteppingNet):
         raise SystemExit(f"{checkpoint}: a {meta['kind']} network recomputes every subnet; only nested "
                          "(SteppingNet / any-width) networks export as increments")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name = args.name or args.out.rstrip("/").split("/")[-1]
     state = load_checkpoint(args.checkpoint)
-    error = (_export_classifier(args.checkpoint, args.out, name) if "meta" in state
+    error = (_export_classifier(state, args.checkpoint, args.out, name) if "meta" in state
              else _export_detector(state, args.out, name))
     print(f"wrote {args.out}/manifest.yaml; max |onnx - torch| over all stage heads = {error:.2e}")
 

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from ..nets.anywidth import AnyWidthDetector
 from .macs import count_macs
 
-__all__ = ["export_stages", "verify_stages", "export_graph", "StageGraph"]
+__all__ = ["export_stages", "verify_stages", "export_graph", "StageGraph", "stage_entry", "centernet_decoder",
+           "write_manifest"]
 
 HEADS = ("heatmap", "size", "offset")
 OPSET = 17
@@ -74,6 +75,38 @@ def export_graph(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs
                       opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
+def stage_entry(file: Path, inputs: list[str], carry_outputs: list[str], head_outputs: dict[str, str]) -> dict:
+    """The manifest entry of one exported graph; its MACs are counted from the graph itself."""
+    return {"name": file.stem, "file": file.name, "macs": count_macs(file), "inputs": inputs,
+            "carry_outputs": carry_outputs, "head_outputs": head_outputs}
+
+
+def centernet_decoder(stride: int) -> dict:
+    """The manifest's decoder section of a CenterNet detector with output stride ``stride``."""
+    return {"type": "centernet", "stride": stride, "max_detections": 50, "nms_kernel": 3}
+
+
+def write_manifest(out: Path, name: str, task: str, labels: tuple[str, ...], size: int, mean: tuple[float, ...],
+                   std: tuple[float, ...], pad_value: int, decoder: dict, stages: list[dict], full: Path,
+                   full_heads: list[str]) -> Path:
+    """Write ``out/manifest.yaml`` for exported stages and the static full graph ``full``."""
+    manifest = {
+        "format_version": 1,
+        "name": name,
+        "task": task,
+        "labels": list(labels),
+        "input": {"size": size, "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+                  "pad_value": pad_value},
+        "decoder": decoder,
+        "stages": stages,
+        "gates": {},
+        "full_model": stage_entry(full, ["image"], [], {h: h for h in full_heads}),
+    }
+    path = out / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
 def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, labels: tuple[str, ...],
                   mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
     """Write ``stage<k>.onnx``, ``full.onnx`` and ``manifest.yaml`` into ``out_dir``."""
@@ -90,28 +123,13 @@ def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, label
             carry_in, carry_out = list(carry), [] if last else list(new)
             file = out / f"stage{k}.onnx"
             export_graph(StageGraph(model, _detector_step, k, carry_in, carry_out), (image, *carry.values()), file,
-                    ["image", *carry_in], carry_out + list(HEADS))
-            stages.append({"name": f"stage{k}", "file": file.name, "macs": count_macs(file),
-                           "inputs": ["image", *carry_in], "carry_outputs": carry_out,
-                           "head_outputs": {h: h for h in HEADS}})
+                         ["image", *carry_in], carry_out + list(HEADS))
+            stages.append(stage_entry(file, ["image", *carry_in], carry_out, {h: h for h in HEADS}))
             carry.update(new)
         full = out / "full.onnx"
         export_graph(_Full(model), (image,), full, ["image"], list(HEADS))
-    manifest = {
-        "format_version": 1,
-        "name": name,
-        "task": "detection",
-        "labels": list(labels),
-        "input": {"size": size, "mean": [float(m) for m in mean], "std": [float(s) for s in std], "pad_value": 114},
-        "decoder": {"type": "centernet", "stride": model.config.output_stride, "max_detections": 50, "nms_kernel": 3},
-        "stages": stages,
-        "gates": {},
-        "full_model": {"name": "full", "file": full.name, "macs": count_macs(full), "inputs": ["image"],
-                       "head_outputs": {h: h for h in HEADS}},
-    }
-    path = out / "manifest.yaml"
-    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return path
+    return write_manifest(out, name, "detection", labels, size, mean, std, 114,
+                          centernet_decoder(model.config.output_stride), stages, full, list(HEADS))
 
 
 def verify_stages(expected: list[dict[str, Tensor]], out_dir: str | Path, image: Tensor) -> float:

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import onnx
 import torch
-import yaml
 from torch import Tensor, nn
 
 from ..nets.stepping import SteppingNet
-from .macs import count_macs
-from .stages import StageGraph, export_graph
+from .stages import StageGraph, centernet_decoder, export_graph, stage_entry, write_manifest
 
 __all__ = ["export_stepping", "head_outputs"]
 
@@ -97,27 +95,13 @@ def export_stepping(model: SteppingNet, out_dir: str | Path, name: str, labels: 
             graph = StageGraph(model, _increment_step, k, carry_in, kept)
             export_graph(graph, (image, *(carry[n] for n in carry_in)), file,
                          ["image", *carry_in], kept + [logits] + [n for n in heads.values() if n != logits])
-            stages.append({"name": f"stage{k}", "file": file.name, "macs": count_macs(file),
-                           "inputs": _graph_inputs(file), "carry_outputs": carry_out, "head_outputs": heads})
+            stages.append(stage_entry(file, _graph_inputs(file), carry_out, heads))
             carry.update(new)
         full = out / "full.onnx"
         export_graph(_Largest(model), (image,), full, ["image"], list(_heads(model)))
-    detector = model.spec.head == "conv"
-    stride = size // round(model.final_hw ** 0.5)
-    manifest = {
-        "format_version": 1,
-        "name": name,
-        "task": "detection" if detector else "classification",
-        "labels": list(labels),
-        "input": {"size": size, "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-                  "pad_value": 114 if detector else 0},
-        "decoder": ({"type": "centernet", "stride": stride, "max_detections": 50, "nms_kernel": 3} if detector
-                    else {"type": "softmax"}),
-        "stages": stages,
-        "gates": {},
-        "full_model": {"name": "full", "file": full.name, "macs": count_macs(full), "inputs": ["image"],
-                       "head_outputs": {h: h for h in _heads(model)}},
-    }
-    path = out / "manifest.yaml"
-    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return path
+    if model.spec.head == "conv":
+        stride = size // round(model.final_hw ** 0.5)
+        return write_manifest(out, name, "detection", labels, size, mean, std, 114, centernet_decoder(stride),
+                              stages, full, list(_heads(model)))
+    return write_manifest(out, name, "classification", labels, size, mean, std, 0, {"type": "softmax"},
+                          stages, full, list(_heads(model)))

@@ -32,7 +32,7 @@ from .stepping import SteppingConfig, assign_regular_levels, construct, fit, mak
 from .stepping_tasks import Task, classification_task, detection_task
 from .train import load_checkpoint
 
-__all__ = ["main", "load_classifier"]
+__all__ = ["main", "load_classifier", "classifier_from_state"]
 
 DETECTORS = {CENTERNET_CHAIN.name: CENTERNET_CHAIN}
 DEFAULT_TARGETS = {"lenet_3c1l": (0.10, 0.30, 0.50, 0.85), "lenet5": (0.15, 0.30, 0.60, 0.85),
@@ -52,12 +52,16 @@ def _build(meta: dict) -> nn.Module:
     return SteppingNet(spec, meta["num_subnets"])
 
 
-def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
-    """A trained classifier and its metadata from a checkpoint (``weights_only``: no unpickling)."""
-    state = load_checkpoint(path)
+def classifier_from_state(state: dict) -> tuple[nn.Module, dict]:
+    """The trained network and its metadata from a loaded ``stepping_run`` checkpoint."""
     model = _build(state["meta"])
     model.load_state_dict(state["model"])
     return model.eval(), state["meta"]
+
+
+def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
+    """A trained network and its metadata from a checkpoint (``weights_only``: no unpickling)."""
+    return classifier_from_state(load_checkpoint(path))
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
