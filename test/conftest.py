@@ -34,11 +34,13 @@ def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
 
 
 def write_tiny_model(root: Path, confidences: list[float], macs: list[int], size: int = 64,
-                     stride: int = 8, peak: tuple[int, int, int] = (1, 3, 5)) -> Path:
+                     stride: int = 8, peak: tuple[int, int, int] = (1, 3, 5),
+                     thresholds: dict[str, list[float]] | None = None) -> Path:
     """A real multi-stage ONNX model: stage k passes a carry on and emits a fixed peak and confidence.
 
     Stage k reads ``image`` and ``carry.<k-1>``; its heatmap has one peak (class, y, x) = ``peak``
     with logit 2 + k, size log(2) (2 cells) and offset 0.5, and its confidence is ``confidences[k]``.
+    ``thresholds`` (mode -> one per stage) become the manifest's calibrated ``confidence`` gate.
     """
     root.mkdir(parents=True, exist_ok=True)
     grid = size // stride
@@ -65,10 +67,12 @@ def write_tiny_model(root: Path, confidences: list[float], macs: list[int], size
                        "inputs": ["image"] + ([f"carry.{k - 1}"] if k else []),
                        "carry_outputs": [f"carry.{k}"],
                        "head_outputs": {"heatmap": "heatmap", "size": "size", "offset": "offset"},
-                       "confidence_output": "confidence"})
+                       "confidence_outputs": {"confidence": "confidence"}})
     manifest = {"format_version": 1, "name": "tiny", "task": "detection", "labels": ["a", "b"],
                 "input": {"size": size, "mean": [0, 0, 0], "std": [1, 1, 1], "pad_value": 0},
-                "decoder": {"type": "centernet", "stride": stride}, "stages": stages, "gates": {}}
+                "decoder": {"type": "centernet", "stride": stride}, "stages": stages}
+    if thresholds:
+        manifest["gate"] = {"rule": "confidence", "thresholds": {"confidence": thresholds}}
     (root / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return root
 

@@ -10,10 +10,10 @@ import pytest
 
 from anytime_perception.data.road_signs import load_split, read_rgb
 from anytime_perception.runtime import (AnytimeEngine, AnytimeModel, LoadMonitor, ModeError, StopReason,
-                                        ThresholdGate, load_modes)
+                                        load_modes)
 from anytime_perception.runtime.modes import parse_modes
 
-from conftest import MODES_FILE
+from conftest import MODES_FILE, write_tiny_model
 
 
 def _modes(budget=1.0, deadline_ms=1000.0, ceiling=1.0):
@@ -66,9 +66,11 @@ def test_engine_stops_on_deadline(shipped):
     assert len(results) == 1 and results[0].stop_reason == "deadline"
 
 
-def test_engine_stops_on_confident_gate(tiny_model):
-    engine = AnytimeEngine(AnytimeModel(tiny_model), _modes(),
-                           gate=ThresholdGate({"normal": (0.5, 0.5, 0.5)}))
+def test_engine_stops_on_confident_gate(tmp_path):
+    """The manifest's calibrated thresholds of the current mode stop refinement."""
+    model = write_tiny_model(tmp_path / "gated", [0.2, 0.7, 0.99], [100, 200, 700],
+                             thresholds={"normal": [0.5, 0.5, 0.5], "power_saving": [0.9, 0.9, 0.9]})
+    engine = AnytimeEngine(AnytimeModel(model), _modes())
     results = engine.process(_image())
     assert [r.stage for r in results] == [0, 1]  # confidences 0.2, 0.7: exits after stage 1
     assert results[-1].stop_reason == "confident" and results[-1].confidence == pytest.approx(0.7)

@@ -43,7 +43,11 @@ def test_tiny_manifest_loads(tiny_model):
     (lambda d: d["stages"][0]["head_outputs"].pop("size"), "stages[0].head_outputs: missing size"),
     (lambda d: d["input"].update(std=[1, 0, 1]), "input.mean/std"),
     (lambda d: d["decoder"].update(type="yolo"), "decoder.type"),
-    (lambda d: d.update(gates={"normal": [0.5]}), "gates.normal"),
+    (lambda d: d.update(gate={"rule": "confidence", "thresholds": {"confidence": {"normal": [0.5]}}}),
+     "gate.thresholds.confidence.normal"),
+    (lambda d: d.update(gate={"rule": "msp", "thresholds": {"msp": {"normal": [0.5] * 3}}}),
+     "gate.thresholds.msp: stages"),
+    (lambda d: d.update(gate={"rule": "policy", "thresholds": {}}), "gate.rule: 'policy' has no thresholds"),
 ])
 def test_bad_manifest_names_the_field(tiny_model, change, field):
     _edit(tiny_model, change)

@@ -14,7 +14,6 @@ from anytime_perception.export.stepping import export_stepping
 from anytime_perception.nets.slimmable import SlimmableClassifier, fit_ratios
 from anytime_perception.nets.stepping import LENET_3C1L, LENET_5, SteppingNet
 from anytime_perception.runtime.engine import AnytimeEngine
-from anytime_perception.runtime.manifest import ManifestError
 from anytime_perception.runtime.model import AnytimeModel
 from anytime_perception.runtime.modes import load_modes
 from anytime_perception.training import stepping_run
@@ -187,12 +186,18 @@ def test_increment_export_executes_each_mac_once(tmp_path):
         assert np.allclose(heads["logits"], expected[k].numpy(), atol=1e-4)
 
 
-def test_engine_refuses_a_classifier_manifest(tmp_path):
+def test_engine_publishes_a_classifier_as_one_whole_image_detection(tmp_path):
     export_stepping(_random_levels(SteppingNet(LENET_5, 2)), tmp_path, "c", tuple("abcdefghij"),
                     (0, 0, 0), (1, 1, 1))
     model = AnytimeModel(tmp_path)
-    with pytest.raises(ManifestError, match="publishes detections"):
-        AnytimeEngine(model, load_modes(MODES_FILE, model.manifest.total_macs))
+    engine = AnytimeEngine(model, load_modes(MODES_FILE, model.manifest.total_macs), score_threshold=0.0)
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    results = engine.process(image)
+    assert [r.stage for r in results] == [0, 1]
+    for r in results:
+        (d,) = r.detections
+        assert (d.center_x, d.center_y, d.width, d.height) == pytest.approx((32, 24, 64, 48))
+        assert d.label == "abcdefghij"[d.class_id] and 0.1 <= d.score <= 1.0
 
 
 def test_cli_trains_resumes_and_exports(tmp_path, cifar):

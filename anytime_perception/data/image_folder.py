@@ -41,6 +41,13 @@ class ImageSet:
         index = np.sort(np.random.default_rng(seed).permutation(len(self))[:count])
         return ImageSet(self.images[index], self.labels[index], self.classes)
 
+    def halves(self, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
+        """A deterministic random split in two halves: (calibration, evaluation) of a test set."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        first, second = np.sort(order[: len(self) // 2]), np.sort(order[len(self) // 2:])
+        return (ImageSet(self.images[first], self.labels[first], self.classes),
+                ImageSet(self.images[second], self.labels[second], self.classes))
+
 
 def _members(source: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
     """(class name, file name, encoded bytes) of every image of ``split``."""

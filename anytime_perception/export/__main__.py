@@ -2,7 +2,8 @@
 
 Detector checkpoints (``python -m anytime_perception.training``) become per-stage detector graphs;
 SteppingNet / any-width checkpoints (``python -m anytime_perception.training.stepping_run``),
-classifiers or detectors, become one graph per subnet increment.
+classifiers or detectors, become one graph per subnet increment; early-exit checkpoints
+(``python -m anytime_perception.training.exits_run``) one graph per exit.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from ..data.road_signs import CLASSES
 from ..nets import build_model
 from ..nets.stepping import SteppingNet
 from ..training.dataset import MEAN, STD
+from ..training.exits_run import exit_net_from_state
 from ..training.stepping_run import classifier_from_state
 from ..training.train import load_checkpoint
+from .early_exit import export_early_exit
 from .stages import export_stages, verify_stages
 from .stepping import export_stepping, head_outputs
 
@@ -44,6 +47,16 @@ def _export_classifier(state: dict, checkpoint: str, out: str, name: str) -> flo
         return verify_stages([head_outputs(model, o) for o in model.forward_all(image)], out, image)
 
 
+def _export_early_exit(state: dict, out: str, name: str) -> float:
+    net, meta = exit_net_from_state(state)
+    size = meta["input_size"]
+    export_early_exit(net, out, name, tuple(meta["classes"]), tuple(255 * m for m in meta["mean"]),
+                      tuple(255 * s for s in meta["std"]), size)
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return verify_stages([{"logits": logits} for logits, _ in net.forward_all(image)], out, image)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="training checkpoint (last.pt)")
@@ -52,8 +65,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name = args.name or args.out.rstrip("/").split("/")[-1]
     state = load_checkpoint(args.checkpoint)
-    error = (_export_classifier(state, args.checkpoint, args.out, name) if "meta" in state
-             else _export_detector(state, args.out, name))
+    kind = state.get("meta", {}).get("kind")
+    if kind in ("branch", "gate"):
+        error = _export_early_exit(state, args.out, name)
+    elif kind is not None:
+        error = _export_classifier(state, args.checkpoint, args.out, name)
+    else:
+        error = _export_detector(state, args.out, name)
     print(f"wrote {args.out}/manifest.yaml; max |onnx - torch| over all stage heads = {error:.2e}")
 
 

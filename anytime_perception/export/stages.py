@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 import yaml
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from ..nets.anywidth import AnyWidthDetector
 from .macs import count_macs
 
-__all__ = ["export_stages", "verify_stages", "export_graph", "StageGraph", "stage_entry", "centernet_decoder",
+__all__ = ["export_stages", "verify_stages", "export_graph", "StageGraph", "graph_inputs", "stage_entry", "centernet_decoder",
            "write_manifest"]
 
 HEADS = ("heatmap", "size", "offset")
@@ -75,6 +76,14 @@ def export_graph(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs
                       opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
+def graph_inputs(path: Path) -> list[str]:
+    """Inputs the exported graph really reads (the exporter drops unused ones, e.g. the image
+    when no level-``k`` neuron sits in the first layer)."""
+    graph = onnx.load(str(path)).graph
+    initializers = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers]
+
+
 def stage_entry(file: Path, inputs: list[str], carry_outputs: list[str], head_outputs: dict[str, str]) -> dict:
     """The manifest entry of one exported graph; its MACs are counted from the graph itself."""
     return {"name": file.stem, "file": file.name, "macs": count_macs(file), "inputs": inputs,
@@ -99,7 +108,6 @@ def write_manifest(out: Path, name: str, task: str, labels: tuple[str, ...], siz
                   "pad_value": pad_value},
         "decoder": decoder,
         "stages": stages,
-        "gates": {},
         "full_model": stage_entry(full, ["image"], [], {h: h for h in full_heads}),
     }
     path = out / "manifest.yaml"

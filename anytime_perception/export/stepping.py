@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx
 import torch
 from torch import Tensor, nn
 
 from ..nets.stepping import SteppingNet
-from .stages import StageGraph, centernet_decoder, export_graph, stage_entry, write_manifest
+from .stages import StageGraph, centernet_decoder, export_graph, graph_inputs, stage_entry, write_manifest
 
 __all__ = ["export_stepping", "head_outputs"]
 
@@ -60,14 +59,6 @@ def _needed(model: SteppingNet, k: int, available: list[str]) -> list[str]:
                                                                       or n == f"logits.{k - 1}")]
 
 
-def _graph_inputs(path: Path) -> list[str]:
-    """Inputs the exported graph really reads (the exporter drops unused ones, e.g. the image
-    when no level-``k`` neuron sits in the first layer)."""
-    graph = onnx.load(str(path)).graph
-    initializers = {i.name for i in graph.initializer}
-    return [i.name for i in graph.input if i.name not in initializers]
-
-
 def export_stepping(model: SteppingNet, out_dir: str | Path, name: str, labels: tuple[str, ...],
                     mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
     """Write ``stage<k>.onnx`` per increment, ``full.onnx`` and ``manifest.yaml`` into ``out_dir``.
@@ -95,7 +86,7 @@ def export_stepping(model: SteppingNet, out_dir: str | Path, name: str, labels: 
             graph = StageGraph(model, _increment_step, k, carry_in, kept)
             export_graph(graph, (image, *(carry[n] for n in carry_in)), file,
                          ["image", *carry_in], kept + [logits] + [n for n in heads.values() if n != logits])
-            stages.append(stage_entry(file, _graph_inputs(file), carry_out, heads))
+            stages.append(stage_entry(file, graph_inputs(file), carry_out, heads))
             carry.update(new)
         full = out / "full.onnx"
         export_graph(_Largest(model), (image,), full, ["image"], list(_heads(model)))

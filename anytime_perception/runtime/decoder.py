@@ -1,4 +1,5 @@
-"""CenterNet decoding in numpy: heatmap peaks -> boxes in pixels of the incoming image."""
+"""Decoding in numpy: CenterNet heatmap peaks -> boxes in pixels of the incoming image; a
+classifier's logits -> one whole-image detection (its top class)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ from ..letterbox import Letterbox
 from .manifest import DecoderSpec
 from .types import Detection
 
-__all__ = ["decode_centernet"]
+__all__ = ["decode_centernet", "decode_softmax", "decode"]
 
 
 def _local_peaks(logits: np.ndarray, candidates: tuple[np.ndarray, ...], kernel: int) -> np.ndarray:
@@ -52,3 +53,25 @@ def decode_centernet(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox:
     centres = letterbox.to_image(np.stack([xs + offset_x, ys + offset_y], 1) * spec.stride)  # [K, 2]
     return [Detection(c, labels[c], s, x, y, w, h) for c, s, (x, y), w, h in zip(
         cls.tolist(), scores.tolist(), centres.tolist(), width.tolist(), height.tolist())]
+
+
+def decode_softmax(heads: dict[str, np.ndarray], letterbox: Letterbox, labels: tuple[str, ...],
+                   score_threshold: float) -> list[Detection]:
+    """A classifier's answer as one detection covering the whole incoming image: the top class of
+    ``softmax(logits)`` with its probability as the score (none below ``score_threshold``)."""
+    logits = np.ravel(heads["logits"]).astype(np.float64)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    c = int(p.argmax())
+    if p[c] < score_threshold:
+        return []
+    width, height = letterbox.width / letterbox.scale, letterbox.height / letterbox.scale
+    return [Detection(c, labels[c], float(p[c]), width / 2, height / 2, width, height)]
+
+
+def decode(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox: Letterbox, labels: tuple[str, ...],
+           score_threshold: float) -> list[Detection]:
+    """Decode one image's heads with the manifest's decoder."""
+    if spec.type == "softmax":
+        return decode_softmax(heads, letterbox, labels, score_threshold)
+    return decode_centernet(heads, spec, letterbox, labels, score_threshold)

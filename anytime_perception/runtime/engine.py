@@ -14,9 +14,8 @@ from typing import Callable
 import numpy as np
 
 from ..letterbox import Letterbox
-from .decoder import decode_centernet
+from .decoder import decode
 from .gate import Gate, ThresholdGate
-from .manifest import ManifestError
 from .model import AnytimeModel
 from .modes import ModeTable, VehicleMode
 from .preprocess import Preprocessor
@@ -63,15 +62,12 @@ class AnytimeEngine:
     def __init__(self, model: AnytimeModel, modes: ModeTable, mode: str | None = None, *,
                  score_threshold: float = 0.3, load_monitor: LoadMonitor | None = None,
                  gate: Gate | None = None, warmup_runs: int = 3) -> None:
-        if model.manifest.task != "detection":
-            raise ManifestError(f"manifest.task: the engine publishes detections; model {model.manifest.name!r} "
-                                f"is a {model.manifest.task} model")
         self.model = model
         self.modes = modes
         self._mode = modes.get(mode or modes.default_mode)
         self.score_threshold = score_threshold
         self.load_monitor = load_monitor or LoadMonitor()
-        self.gate = gate or ThresholdGate(model.manifest.gates)
+        self.gate = gate or ThresholdGate(model.manifest.gates.get(model.gate_rule, {}))
         self.latency = LatencyEstimator(model.num_stages)
         self.preprocess = Preprocessor(model.manifest.input)
         self._warm_up(warmup_runs)
@@ -153,8 +149,7 @@ class AnytimeEngine:
         stage0_seconds = stage0_seconds or seconds
         frame.carry.update(new_carry)
         macs = (frame.results[-1].macs if frame.results else 0) + stages[k].macs
-        detections = decode_centernet(heads, manifest.decoder, frame.letterbox, manifest.labels,
-                                      self.score_threshold)
+        detections = decode(heads, manifest.decoder, frame.letterbox, manifest.labels, self.score_threshold)
         mode = self._mode  # the stage boundary: a mode switch applies from here
         last = k + 1 == len(stages)
         reason = decide(StageContext(

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from .exit_rules import DERIVED_RULES, LinearPolicy
+
 __all__ = ["ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "Manifest", "load_manifest"]
 
 FORMAT_VERSION = 1
@@ -54,7 +56,7 @@ class StageSpec:
     inputs: tuple[str, ...]
     carry_outputs: tuple[str, ...]
     head_outputs: dict[str, str]  # decoder key -> graph output name
-    confidence_output: str | None = None
+    confidence_outputs: dict[str, str] = field(default_factory=dict)  # exit rule -> graph output name
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ class Manifest:
     input: InputSpec
     decoder: DecoderSpec
     stages: tuple[StageSpec, ...]
-    gates: dict[str, tuple[float, ...]] = field(default_factory=dict)  # mode -> threshold per stage
+    gate_rule: str | None = None  # the exit rule the runtime gate uses by default
+    policies: tuple[LinearPolicy, ...] = ()  # learned exit policy per early exit (rule "policy")
+    gates: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)  # rule -> mode -> per stage
     full_model: StageSpec | None = None  # optional static single graph, for benchmarks
     root: Path = Path(".")
 
@@ -84,6 +88,64 @@ def _get(data: dict, key: str, where: str, kind: type) -> Any:
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ManifestError(f"{where}.{key}: expected {kind.__name__}, got {type(value).__name__}")
     return value
+
+
+def _names(data: Any, where: str) -> dict[str, str]:
+    """A mapping of names to graph output names."""
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ManifestError(f"{where}: expected a mapping of name -> graph output name")
+    return {str(k): v for k, v in data.items()}
+
+
+def _policies(data: Any, stages: tuple[StageSpec, ...]) -> tuple[LinearPolicy, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list) or len(data) != len(stages) - 1:
+        raise ManifestError(f"gate.policy: expected one policy per early exit ({len(stages) - 1})")
+    try:
+        policies = tuple(LinearPolicy.from_dict(p) for p in data)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ManifestError(f"gate.policy: {exc}") from exc
+    needs_confidence = [i for i, p in enumerate(policies) if p.uses_confidence and "confidence" not in stages[i].confidence_outputs]
+    if needs_confidence:
+        raise ManifestError(f"gate.policy: policies {needs_confidence} use a confidence output their stage lacks")
+    return policies
+
+
+def _available(rule: str, task: str, stages: tuple[StageSpec, ...], policies: tuple) -> bool:
+    """Whether every early exit can score ``rule``."""
+    if rule in DERIVED_RULES:
+        return task == "classification"
+    if rule == "policy":
+        return bool(policies)
+    return all(rule in s.confidence_outputs for s in stages[:-1])
+
+
+def _gates(data: Any, task: str, stages: tuple[StageSpec, ...]) -> tuple[str | None, tuple[LinearPolicy, ...], dict]:
+    """The ``gate`` section: default rule, learned policies and, per rule and vehicle mode, one
+    threshold per stage."""
+    if data is None:
+        return None, (), {}
+    rule = _get(data, "rule", "gate", str)
+    policies = _policies(data.get("policy"), stages)
+    thresholds = data.get("thresholds") or {}
+    if not isinstance(thresholds, dict):
+        raise ManifestError("gate.thresholds: expected a mapping of rule -> mode -> thresholds")
+    gates: dict[str, dict[str, tuple[float, ...]]] = {}
+    for name, per_mode in thresholds.items():
+        if not _available(name, task, stages, policies):
+            raise ManifestError(f"gate.thresholds.{name}: stages cannot score {name!r} (no such confidence output"
+                                f"{' or policy' if name == 'policy' else ''})")
+        if not isinstance(per_mode, dict):
+            raise ManifestError(f"gate.thresholds.{name}: expected a mapping of mode -> thresholds")
+        gates[str(name)] = {}
+        for mode, values in per_mode.items():
+            if not isinstance(values, list) or len(values) != len(stages):
+                raise ManifestError(f"gate.thresholds.{name}.{mode}: expected one threshold per stage ({len(stages)})")
+            gates[str(name)][str(mode)] = tuple(float(t) for t in values)
+    if rule not in gates:
+        raise ManifestError(f"gate.rule: {rule!r} has no thresholds (calibrated: {sorted(gates) or 'none'})")
+    return rule, policies, gates
 
 
 def _stage(data: Any, where: str, root: Path, head_keys: tuple[str, ...]) -> StageSpec:
@@ -106,7 +168,7 @@ def _stage(data: Any, where: str, root: Path, head_keys: tuple[str, ...]) -> Sta
         inputs=tuple(_get(data, "inputs", where, list)),
         carry_outputs=tuple(data.get("carry_outputs", [])),
         head_outputs={str(k): str(v) for k, v in heads.items()},
-        confidence_output=data.get("confidence_output"),
+        confidence_outputs=_names(data.get("confidence_outputs", {}), f"{where}.confidence_outputs"),
     )
 
 
@@ -140,11 +202,7 @@ def _parse(data: Any, root: Path) -> Manifest:
         if unknown:
             raise ManifestError(f"stages[{i}].inputs: {', '.join(unknown)} not produced by an earlier stage")
         available.update(stage.carry_outputs)
-    gates = {}
-    for mode, thresholds in (data.get("gates") or {}).items():
-        if not isinstance(thresholds, list) or len(thresholds) != len(stages):
-            raise ManifestError(f"gates.{mode}: expected one threshold per stage ({len(stages)})")
-        gates[str(mode)] = tuple(float(t) for t in thresholds)
+    gate_rule, policies, gates = _gates(data.get("gate"), task, stages)
     full = data.get("full_model")
     return Manifest(
         name=_get(data, "name", "manifest", str),
@@ -153,6 +211,8 @@ def _parse(data: Any, root: Path) -> Manifest:
         input=input_spec,
         decoder=decoder,
         stages=stages,
+        gate_rule=gate_rule,
+        policies=policies,
         gates=gates,
         full_model=_stage(full, "full_model", root, HEAD_KEYS[task]) if full is not None else None,
         root=root,

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
+from .exit_rules import DERIVED_RULES, confidence_features, rule_scores
 from .manifest import IMAGE_INPUT, Manifest, ManifestError, StageSpec, load_manifest
 
 __all__ = ["AnytimeModel", "available_providers", "StageOutput"]
@@ -33,7 +34,7 @@ def _session(stage: StageSpec, providers: Sequence[str], threads: int) -> ort.In
     if graph_inputs != set(stage.inputs):
         raise ManifestError(f"{stage.name}.inputs: manifest says {sorted(stage.inputs)}, graph has {sorted(graph_inputs)}")
     declared = set(stage.carry_outputs) | set(stage.head_outputs.values())
-    declared |= {stage.confidence_output} if stage.confidence_output else set()
+    declared |= set(stage.confidence_outputs.values())
     if not declared <= graph_outputs:
         raise ManifestError(f"{stage.name}: outputs {sorted(declared - graph_outputs)} not in the graph")
     return session
@@ -46,15 +47,20 @@ class AnytimeModel:
         path: model directory or its ``manifest.yaml``.
         providers: ONNX Runtime execution providers in priority order (default CPU).
         threads: intra-op threads per session (0: onnxruntime decides).
+        gate_rule: the exit rule whose confidence the stages report (default: the manifest's).
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 threads: int = 0) -> None:
+                 threads: int = 0, gate_rule: str | None = None) -> None:
         unknown = [p for p in providers if p not in available_providers()]
         if unknown:
             raise ValueError(f"providers {unknown} not available; this onnxruntime has {available_providers()}")
         self.manifest: Manifest = load_manifest(path)
         self.providers = tuple(providers)
+        self.gate_rule = gate_rule or self.manifest.gate_rule
+        if gate_rule is not None and gate_rule not in self.manifest.gates:
+            raise ValueError(f"gate rule {gate_rule!r} is not calibrated in {self.manifest.name}; "
+                             f"calibrated: {sorted(self.manifest.gates) or 'none'}")
         self.sessions = [_session(s, providers, threads) for s in self.manifest.stages]
         self._full_session = (_session(self.manifest.full_model, providers, threads)
                               if self.manifest.full_model else None)
@@ -64,9 +70,28 @@ class AnytimeModel:
         return len(self.sessions)
 
     def run_stage(self, k: int, image: np.ndarray, carry: Carry) -> StageOutput:
-        """Run stage ``k`` on the preprocessed image and the carry of stages ``< k``."""
-        spec = self.manifest.stages[k]
-        return self._run(self.sessions[k], spec, {**carry, IMAGE_INPUT: image})
+        """Run stage ``k`` on the preprocessed image and the carry of stages ``< k``; the
+        confidence is the gate rule's score of this stage (None without a rule)."""
+        carry, heads, confidences = self.run_stage_outputs(k, image, carry)
+        return carry, heads, self._score(k, heads, confidences)
+
+    def run_stage_outputs(self, k: int, image: np.ndarray,
+                          carry: Carry) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
+        """Stage ``k`` with every confidence output of its graph (for calibration)."""
+        return self._run(self.sessions[k], self.manifest.stages[k], {**carry, IMAGE_INPUT: image})
+
+    def _score(self, k: int, heads: dict[str, np.ndarray], confidences: dict[str, float]) -> float | None:
+        rule = self.gate_rule
+        if rule is None or k == self.num_stages - 1:
+            return confidences.get(rule) if rule else None
+        if rule in DERIVED_RULES:
+            return float(rule_scores(rule, np.ravel(heads["logits"])))
+        if rule == "policy":
+            policy = self.manifest.policies[k]
+            features = confidence_features(np.ravel(heads["logits"]),
+                                           confidences["confidence"] if policy.uses_confidence else None)
+            return float(policy.exit_probability(features))
+        return confidences[rule]
 
     def run_full(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Run the static single-graph model (benchmark baseline); heads only."""
@@ -75,13 +100,13 @@ class AnytimeModel:
         return self._run(self._full_session, self.manifest.full_model, {IMAGE_INPUT: image})[1]
 
     @staticmethod
-    def _run(session: ort.InferenceSession, spec: StageSpec, available: Carry) -> StageOutput:
-        names = list(spec.carry_outputs) + list(spec.head_outputs.values())
-        if spec.confidence_output:
-            names.append(spec.confidence_output)
+    def _run(session: ort.InferenceSession, spec: StageSpec,
+             available: Carry) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
+        """New carry, heads and every confidence output of one graph call."""
+        names = list(spec.carry_outputs) + list(spec.head_outputs.values()) + list(spec.confidence_outputs.values())
         names = list(dict.fromkeys(names))  # a carry tensor may also be a head (cumulative logits)
         values = dict(zip(names, session.run(names, {n: available[n] for n in spec.inputs})))
         carry = {n: values[n] for n in spec.carry_outputs}
         heads = {key: values[name] for key, name in spec.head_outputs.items()}
-        confidence = float(np.ravel(values[spec.confidence_output])[0]) if spec.confidence_output else None
-        return carry, heads, confidence
+        confidences = {rule: float(np.ravel(values[name])[0]) for rule, name in spec.confidence_outputs.items()}
+        return carry, heads, confidences

@@ -8,7 +8,9 @@ modes:
 ```
 ``mac_budget`` is a fraction of the full model in (0, 1] (a float) or an absolute MAC count (an
 integer > 1). ``cpu_load_ceiling`` is the share of all cores used by other processes above which
-refinement stops (1.0: never).
+refinement stops (1.0: never). Optional ``exit`` is the calibration target of early-exit gates in
+this mode: ``{max_accuracy_drop: 0.01}`` (vs the last stage) or ``{max_mean_macs: 0.5}`` (fraction
+of the full model); ``python -m anytime_perception.calibration`` turns it into thresholds.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import yaml
 
 __all__ = ["ModeError", "VehicleMode", "ModeTable", "load_modes", "parse_modes"]
 
-MODE_KEYS = {"mac_budget", "deadline_ms", "cpu_load_ceiling"}
+MODE_KEYS = {"mac_budget", "deadline_ms", "cpu_load_ceiling", "exit"}
+EXIT_TARGETS = ("max_accuracy_drop", "max_mean_macs")
 
 
 class ModeError(ValueError):
@@ -35,6 +38,7 @@ class VehicleMode:
     mac_budget: int
     deadline_ms: float
     cpu_load_ceiling: float
+    exit_target: tuple[str, float] | None = None  # (one of EXIT_TARGETS, value) for calibration
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,19 @@ def _mode(name: str, spec: Any, full_macs: int) -> VehicleMode:
     ceiling = _number(spec, "cpu_load_ceiling", where)
     if not 0 <= ceiling <= 1:
         raise ModeError(f"{where}.cpu_load_ceiling: must be in [0, 1], got {ceiling}")
-    return VehicleMode(name, macs, float(deadline), float(ceiling))
+    return VehicleMode(name, macs, float(deadline), float(ceiling), _exit_target(spec.get("exit"), where))
+
+
+def _exit_target(spec: Any, where: str) -> tuple[str, float] | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in EXIT_TARGETS:
+        raise ModeError(f"{where}.exit: expected one of {{max_accuracy_drop: x}} or {{max_mean_macs: x}}, got {spec!r}")
+    key = next(iter(spec))
+    value = _number(spec, key, f"{where}.exit")
+    if not 0 <= value <= 1:
+        raise ModeError(f"{where}.exit.{key}: must be in [0, 1], got {value}")
+    return key, float(value)
 
 
 def parse_modes(data: Any, full_macs: int) -> ModeTable:

@@ -1,0 +1,125 @@
+"""Calibrate exit thresholds per vehicle mode on the deployed ONNX stages and write them into the
+model's manifest (the ``gate`` section the runtime reads)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..runtime.exit_rules import DERIVED_RULES, LinearPolicy, confidence_features, rule_scores
+from ..runtime.manifest import load_manifest
+from ..runtime.model import AnytimeModel
+from ..runtime.modes import ModeTable
+from ..runtime.preprocess import Preprocessor
+from .policy import learn_policy
+from .rules import apply_thresholds, sequential_thresholds, thresholds_for_macs
+
+__all__ = ["ExitRecords", "collect", "available_rules", "rule_matrix", "policy_features", "calibrate", "write_gate"]
+
+
+@dataclass(frozen=True)
+class ExitRecords:
+    """Every exit's outputs on a labelled set, as the deployed graphs compute them."""
+
+    logits: np.ndarray  # [exits, samples, classes]
+    confidences: dict[str, np.ndarray]  # graph confidence output -> [exits - 1, samples]
+    labels: np.ndarray  # [samples]
+    stage_macs: np.ndarray  # [exits], incremental
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.logits.argmax(-1) == self.labels[None]
+
+    @property
+    def cumulative_macs(self) -> np.ndarray:
+        return np.cumsum(self.stage_macs).astype(np.float64)
+
+
+def collect(model: AnytimeModel, images: np.ndarray, labels: np.ndarray) -> ExitRecords:
+    """Run every stage of a classification model on ``images`` (uint8 [N, H, W, 3] RGB)."""
+    if model.manifest.task != "classification":
+        raise ValueError(f"{model.manifest.name}: calibration on labelled images needs a classification model")
+    preprocess = Preprocessor(model.manifest.input)
+    exits = model.num_stages
+    logits: list[list[np.ndarray]] = [[] for _ in range(exits)]
+    names = sorted(model.manifest.stages[0].confidence_outputs)
+    confidences: dict[str, list[list[float]]] = {n: [[] for _ in range(exits - 1)] for n in names}
+    for image in images:
+        x, _ = preprocess(image)
+        carry: dict[str, np.ndarray] = {}
+        for k in range(exits):
+            new, heads, values = model.run_stage_outputs(k, x, carry)
+            carry.update(new)
+            logits[k].append(np.ravel(heads["logits"]))
+            for n in names if k < exits - 1 else ():
+                confidences[n][k].append(values[n])
+    return ExitRecords(np.stack([np.stack(l) for l in logits]), {n: np.asarray(v) for n, v in confidences.items()},
+                       np.asarray(labels), np.asarray([s.macs for s in model.manifest.stages]))
+
+
+def available_rules(records: ExitRecords) -> list[str]:
+    """Rules these records can score: derived from logits, graph confidences, the learned policy."""
+    return [*DERIVED_RULES, *records.confidences, "policy"]
+
+
+def rule_matrix(rule: str, records: ExitRecords, policies: list[LinearPolicy] | None = None) -> np.ndarray:
+    """Scores ``[exits, samples]`` of ``rule`` (the last exit's row is unused: it always answers)."""
+    early = records.logits[:-1]
+    if rule in DERIVED_RULES:
+        scores = rule_scores(rule, early)
+    elif rule == "policy":
+        features = policy_features(records)
+        scores = np.stack([p.exit_probability(features[k]) for k, p in enumerate(policies)])
+    else:
+        scores = records.confidences[rule]
+    return np.concatenate([scores, np.zeros((1, scores.shape[1]))])
+
+
+def policy_features(records: ExitRecords) -> np.ndarray:
+    """Features of every early exit (the exit's confidence head included when it has one)."""
+    conf = records.confidences.get("confidence")
+    exits = [confidence_features(records.logits[k], None if conf is None else conf[k])
+             for k in range(len(records.logits))[:-1]]
+    return np.stack(exits + [np.zeros_like(exits[0])])
+
+
+def calibrate(records: ExitRecords, modes: ModeTable, rules: list[str], policy_lambda: float = 0.1
+              ) -> tuple[dict[str, dict[str, list[float]]], list[LinearPolicy], list[dict]]:
+    """Thresholds per rule and mode for each mode's ``exit`` target, the learned policy, and a
+    summary row (rule, mode, accuracy, mean MACs fraction, exit shares) per calibration."""
+    correct, cumulative = records.correct, records.cumulative_macs
+    policies = learn_policy(policy_features(records), correct, cumulative, policy_lambda) if "policy" in rules else []
+    final = float(correct[-1].mean())
+    thresholds: dict[str, dict[str, list[float]]] = {}
+    summary = []
+    for rule in rules:
+        scores = rule_matrix(rule, records, policies)
+        thresholds[rule] = {}
+        for mode in modes.modes.values():
+            if mode.exit_target is None:
+                continue
+            kind, value = mode.exit_target
+            t = (sequential_thresholds(scores, correct, cumulative, final - value) if kind == "max_accuracy_drop"
+                 else thresholds_for_macs(scores, correct, cumulative, value * cumulative[-1]))
+            result = apply_thresholds(scores, t, correct, cumulative)
+            thresholds[rule][mode.name] = [float(x) for x in t] + [float("inf")]
+            summary.append({"rule": rule, "mode": mode.name, "target": f"{kind}={value}", "accuracy": result.accuracy,
+                            "final_accuracy": final, "mean_macs_fraction": result.mean_macs / cumulative[-1],
+                            "exit_share": list(result.exit_share)})
+    return thresholds, policies, summary
+
+
+def write_gate(model_dir: str | Path, rule: str, thresholds: dict[str, dict[str, list[float]]],
+               policies: list[LinearPolicy]) -> Path:
+    """Write the ``gate`` section into ``model_dir/manifest.yaml`` and check the result loads."""
+    path = Path(model_dir) / "manifest.yaml"
+    manifest = yaml.safe_load(path.read_text())
+    manifest["gate"] = {"rule": rule, **({"policy": [p.to_dict() for p in policies]} if policies else {}),
+                        "thresholds": thresholds}
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    tmp.replace(path)
+    load_manifest(path)
+    return path

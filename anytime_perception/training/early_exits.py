@@ -1,0 +1,92 @@
+"""Training of exit heads on a frozen backbone: PTEEnet branches and decision gates.
+
+- ``cumulative_loss`` (PTEEnet/EEnet): with h_n the confidence of exit n, the recursive
+  prediction ``Y_n = h_n y_n + (1 - h_n) Y_{n+1}`` and cost ``C_n = h_n c_n + (1 - h_n) C_{n+1}``
+  (the last exit: ``Y_N = y_N``, ``C_N = c_N``), loss ``sum_n CE(Y_n, t) + lambda C_n``. The
+  targets ``t`` are the backbone's own predictions: no dataset labels are used.
+- ``hinge_loss`` (d-gates): one-vs-all multi-class hinge on each gate's class scores, labels
+  from the dataset; ``cross_entropy_loss`` trains the same gates for the comparison.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..nets.early_exit import EarlyExitNet
+
+__all__ = ["cumulative_loss", "hinge_loss", "cross_entropy_loss", "gate_loss", "fit_heads", "exit_outputs"]
+
+# (outputs of every exit, dataset labels, normalised cost of every exit) -> loss
+HeadLoss = Callable[[list[tuple[Tensor, Tensor]], Tensor, Tensor], Tensor]
+
+
+def cumulative_loss(outputs: list[tuple[Tensor, Tensor]], costs: Tensor, lam: float) -> Tensor:
+    """PTEEnet's loss against the last exit's (the backbone's) predictions; ``costs`` are the
+    cumulative MACs of each exit over the backbone's."""
+    targets = outputs[-1][0].argmax(1)
+    cumulative = F.softmax(outputs[-1][0], 1)
+    cost = costs[-1].expand(len(targets))
+    loss = outputs[0][0].new_zeros(())
+    for n in range(len(outputs) - 2, -1, -1):
+        logits, h = outputs[n]
+        h = h.unsqueeze(1)
+        cumulative = h * F.softmax(logits, 1) + (1 - h) * cumulative
+        cost = h.squeeze(1) * costs[n] + (1 - h.squeeze(1)) * cost
+        loss = loss + F.nll_loss(cumulative.clamp_min(1e-12).log(), targets) + lam * cost.mean()
+    return loss
+
+
+def hinge_loss(scores: Tensor, labels: Tensor) -> Tensor:
+    """One-vs-all multi-class hinge: ``mean_c max(0, 1 - y_c f_c(x))`` with ``y_c = +-1``."""
+    signs = F.one_hot(labels, scores.shape[1]).float() * 2 - 1
+    return F.relu(1 - signs * scores).sum(1).mean()
+
+
+def cross_entropy_loss(scores: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(scores, labels)
+
+
+def gate_loss(per_gate: Callable[[Tensor, Tensor], Tensor]) -> HeadLoss:
+    """Sum of ``per_gate`` over the gates (every gate trains on all data; the last exit is frozen)."""
+    def loss(outputs: list[tuple[Tensor, Tensor]], labels: Tensor, _costs: Tensor) -> Tensor:
+        return sum(per_gate(scores, labels) for scores, _ in outputs[:-1])
+    return loss
+
+
+def fit_heads(net: EarlyExitNet, stream: Iterator[tuple[Tensor, Tensor]], steps: int, loss_fn: HeadLoss,
+              costs: Tensor, lr: float = 0.05, weight_decay: float = 5e-4, desc: str = "heads") -> list[float]:
+    """Train the exit heads (the backbone is frozen) for ``steps`` batches, SGD with a cosine
+    schedule; returns the loss per step."""
+    params = [p for p in net.heads.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
+    net.train()
+    losses = []
+    bar = tqdm(range(steps), desc=desc, leave=False)
+    for _ in bar:
+        images, labels = next(stream)
+        loss = loss_fn(net.forward_all(images), labels, costs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    net.eval()
+    return losses
+
+
+@torch.no_grad()
+def exit_outputs(net: EarlyExitNet, images: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+    """Logits ``[exits, N, classes]`` and confidences ``[exits, N]`` of every exit on ``images``."""
+    net.eval()
+    logits, confidences = [], []
+    for start in range(0, len(images), batch_size):
+        outputs = net.forward_all(images[start: start + batch_size])
+        logits.append(torch.stack([o[0] for o in outputs]))
+        confidences.append(torch.stack([o[1] for o in outputs]))
+    return torch.cat(logits, 1), torch.cat(confidences, 1)
