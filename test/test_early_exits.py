@@ -184,8 +184,10 @@ def test_runtime_rule_choice_and_gate_model(trained):
 
 
 def test_bad_calibration_inputs_are_refused(trained, tiny_model, capsys):
-    assert calibrate_main(["--model", str(tiny_model), "--data", str(CIFAR10)]) == 2
-    assert "needs a classification model" in capsys.readouterr().err
+    assert calibrate_main(["--model", str(tiny_model), "--data", str(CIFAR10)]) == 2  # a detector needs road_signs
+    assert "cifar10_jpg.zip" in capsys.readouterr().err
+    assert calibrate_main(["--model", str(tiny_model), "--data", str(CIFAR10), "--rules", "msp"]) == 2
+    assert "frame gate only" in capsys.readouterr().err
     assert calibrate_main(["--model", str(trained / "pteenet_model"), "--data", str(CIFAR10), "--rules", "magic"]) == 2
     assert "not available" in capsys.readouterr().err
     with pytest.raises(ModeError, match="modes.fast.exit"):

@@ -2,12 +2,18 @@
 
     python -m anytime_perception.calibration --model models/cifar10_resnet20_pteenet \
         --data ../shared/datasets/cifar10/cifar10_jpg.zip --modes config/modes.yaml
+    python -m anytime_perception.calibration --model models/road_signs_anywidth --data ../shared/datasets/road_signs
 
-Runs the model's ONNX stages (as deployed) on the calibration half of the test split, tunes one
-threshold per exit for each rule and each mode's ``exit`` target in the modes file (exit by
-exit, lowest threshold that keeps the target), learns the Bolukbasi exit policy, and writes the
-``gate`` section (default rule, policy, thresholds per rule and mode) into the model's manifest.
-A summary (accuracy and mean MACs on the calibration half) is printed and written next to it.
+Runs the model's ONNX stages (as deployed), tunes one threshold per exit for each rule and each
+mode's ``exit`` target in the modes file (exit by exit, lowest threshold that keeps the target),
+and writes the ``gate`` section (default rule, learned policy, thresholds per rule and mode) into
+the model's manifest. A summary is printed and written next to it (``calibration.json``).
+
+- Classifiers: on the calibration half of the test split; rules MSP, gap, entropy, the heads' own
+  confidence, and the learned Bolukbasi policy.
+- Detectors: on the road_signs training split, without its labels: the frame gate learns whether a
+  stage's detections already match the last stage's; "accuracy" is the share of frames answered as
+  the last stage would.
 """
 from __future__ import annotations
 
@@ -16,11 +22,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ..data.image_folder import load_image_folder
+from ..data.road_signs import load_split, read_rgb
 from ..runtime.manifest import ManifestError
 from ..runtime.model import AnytimeModel
-from ..runtime.modes import ModeError, load_modes
-from .calibrate import available_rules, calibrate, collect, write_gate
+from ..runtime.modes import ModeError, ModeTable, load_modes
+from .calibrate import available_rules, calibrate, collect, mode_thresholds, write_gate
+from .detector import collect_detector, learn_frame_gate
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -34,35 +44,51 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--policy-lambda", type=float, default=0.1, help="cost weight of the learned policy")
     p.add_argument("--limit", type=int, default=0, help="use only this many calibration images")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/evaluation split")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="detectors: the node's score threshold")
     return p.parse_args(argv)
+
+
+def _classifier(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable) -> tuple[str, list, dict, list, int]:
+    calibration, _ = load_image_folder(args.data, "test", model.manifest.input.size).halves(args.seed)
+    if args.limit:
+        calibration = calibration.subset(args.limit, args.seed)
+    if tuple(calibration.classes) != model.manifest.labels:
+        raise ValueError(f"{args.data}: classes differ from the model's labels")
+    records = collect(model, calibration.images, calibration.labels)
+    supported = available_rules(records)
+    rules = args.rules or supported
+    rule = args.rule or next((r for r in ("confidence", "distance") if r in rules), rules[0])
+    unknown = [r for r in rules + [rule] if r not in supported]
+    if unknown:
+        raise ValueError(f"rules {unknown} not available for this model; available: {supported}")
+    thresholds, policies, summary = calibrate(records, modes, rules, args.policy_lambda)
+    return rule, policies, thresholds, summary, len(calibration)
+
+
+def _detector(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable) -> tuple[str, list, dict, list, int]:
+    if (args.rules and args.rules != ["policy"]) or args.rule not in (None, "policy"):
+        raise ValueError("detectors are calibrated with the learned frame gate only (rule 'policy')")
+    samples = load_split(args.data, "train")[: args.limit or None]
+    records = collect_detector(model, [read_rgb(s.image_path) for s in samples], args.score_threshold)
+    policies = learn_frame_gate(records)
+    scores = np.stack([p.exit_probability(records.features[k]) for k, p in enumerate(policies)]
+                      + [np.zeros(len(samples))])
+    thresholds, summary = mode_thresholds("policy", scores, records.matches, records.cumulative_macs, modes)
+    return "policy", policies, {"policy": thresholds}, summary, len(samples)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
         model = AnytimeModel(args.model)
-        if model.manifest.task != "classification":
-            raise ValueError(f"{args.model}: calibration on labelled images needs a classification model "
-                             f"(this one is {model.manifest.task})")
-        calibration, _ = load_image_folder(args.data, "test", model.manifest.input.size).halves(args.seed)
-        if args.limit:
-            calibration = calibration.subset(args.limit, args.seed)
-        if tuple(calibration.classes) != model.manifest.labels:
-            raise ValueError(f"{args.data}: classes differ from the model's labels")
         modes = load_modes(args.modes, model.manifest.total_macs)
-        records = collect(model, calibration.images, calibration.labels)
-        supported = available_rules(records)
-        rules = args.rules or supported
-        unknown = [r for r in rules if r not in supported]
-        rule = args.rule or next((r for r in ("confidence", "distance") if r in rules), rules[0])
-        if unknown or rule not in rules:
-            raise ValueError(f"rules {unknown or [rule]} not available for this model; available: {supported}")
-        thresholds, policies, summary = calibrate(records, modes, rules, args.policy_lambda)
+        run = _detector if model.manifest.task == "detection" else _classifier
+        rule, policies, thresholds, summary, images = run(args, model, modes)
         path = write_gate(args.model, rule, thresholds, policies)
-    except (FileNotFoundError, ValueError, ManifestError, ModeError) as exc:
+    except (OSError, ValueError, ManifestError, ModeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    (Path(args.model) / "calibration.json").write_text(json.dumps({"rule": rule, "images": len(calibration),
+    (Path(args.model) / "calibration.json").write_text(json.dumps({"rule": rule, "images": images,
                                                                     "summary": summary}, indent=2))
     print(f"{'rule':<11}{'mode':<14}{'target':<26}{'accuracy':>9}{'final':>8}{'MACs':>7}")
     for row in summary:

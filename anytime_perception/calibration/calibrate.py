@@ -16,7 +16,8 @@ from ..runtime.preprocess import Preprocessor
 from .policy import learn_policy
 from .rules import apply_thresholds, sequential_thresholds, thresholds_for_macs
 
-__all__ = ["ExitRecords", "collect", "available_rules", "rule_matrix", "policy_features", "calibrate", "write_gate"]
+__all__ = ["ExitRecords", "collect", "available_rules", "rule_matrix", "policy_features", "mode_thresholds", "calibrate",
+           "write_gate"]
 
 
 @dataclass(frozen=True)
@@ -85,29 +86,37 @@ def policy_features(records: ExitRecords) -> np.ndarray:
     return np.stack(exits + [np.zeros_like(exits[0])])
 
 
+def mode_thresholds(rule: str, scores: np.ndarray, correct: np.ndarray, cumulative: np.ndarray,
+                    modes: ModeTable) -> tuple[dict[str, list[float]], list[dict]]:
+    """Per mode with an ``exit`` target: one threshold per stage (the last ``inf``) and a summary
+    row (accuracy, mean MACs fraction, exit shares on these records)."""
+    final = float(correct[-1].mean())
+    thresholds, summary = {}, []
+    for mode in modes.modes.values():
+        if mode.exit_target is None:
+            continue
+        kind, value = mode.exit_target
+        t = (sequential_thresholds(scores, correct, cumulative, final - value) if kind == "max_accuracy_drop"
+             else thresholds_for_macs(scores, correct, cumulative, value * cumulative[-1]))
+        result = apply_thresholds(scores, t, correct, cumulative)
+        thresholds[mode.name] = [float(x) for x in t] + [float("inf")]
+        summary.append({"rule": rule, "mode": mode.name, "target": f"{kind}={value}", "accuracy": result.accuracy,
+                        "final_accuracy": final, "mean_macs_fraction": result.mean_macs / cumulative[-1],
+                        "exit_share": list(result.exit_share)})
+    return thresholds, summary
+
+
 def calibrate(records: ExitRecords, modes: ModeTable, rules: list[str], policy_lambda: float = 0.1
               ) -> tuple[dict[str, dict[str, list[float]]], list[LinearPolicy], list[dict]]:
-    """Thresholds per rule and mode for each mode's ``exit`` target, the learned policy, and a
-    summary row (rule, mode, accuracy, mean MACs fraction, exit shares) per calibration."""
+    """Thresholds per rule and mode for each mode's ``exit`` target, the learned policy, and the
+    summary rows of every calibration."""
     correct, cumulative = records.correct, records.cumulative_macs
     policies = learn_policy(policy_features(records), correct, cumulative, policy_lambda) if "policy" in rules else []
-    final = float(correct[-1].mean())
     thresholds: dict[str, dict[str, list[float]]] = {}
-    summary = []
+    summary: list[dict] = []
     for rule in rules:
-        scores = rule_matrix(rule, records, policies)
-        thresholds[rule] = {}
-        for mode in modes.modes.values():
-            if mode.exit_target is None:
-                continue
-            kind, value = mode.exit_target
-            t = (sequential_thresholds(scores, correct, cumulative, final - value) if kind == "max_accuracy_drop"
-                 else thresholds_for_macs(scores, correct, cumulative, value * cumulative[-1]))
-            result = apply_thresholds(scores, t, correct, cumulative)
-            thresholds[rule][mode.name] = [float(x) for x in t] + [float("inf")]
-            summary.append({"rule": rule, "mode": mode.name, "target": f"{kind}={value}", "accuracy": result.accuracy,
-                            "final_accuracy": final, "mean_macs_fraction": result.mean_macs / cumulative[-1],
-                            "exit_share": list(result.exit_share)})
+        thresholds[rule], rows = mode_thresholds(rule, rule_matrix(rule, records, policies), correct, cumulative, modes)
+        summary += rows
     return thresholds, policies, summary
 
 

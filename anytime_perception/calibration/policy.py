@@ -14,7 +14,7 @@ import numpy as np
 from ..runtime.exit_rules import LinearPolicy
 from .rules import ExitOutcome, first_exit, outcome
 
-__all__ = ["learn_policy", "apply_policy"]
+__all__ = ["fit_decision", "learn_policy", "apply_policy"]
 
 
 def _weighted_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1e-3, iterations: int = 50) -> tuple[np.ndarray, float]:
@@ -33,7 +33,7 @@ def _weighted_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 
     return theta[:-1], float(theta[-1])
 
 
-def _fit_decision(features: np.ndarray, exit_better: np.ndarray, weight: np.ndarray) -> LinearPolicy:
+def fit_decision(features: np.ndarray, exit_better: np.ndarray, weight: np.ndarray) -> LinearPolicy:
     """The lowest weighted error among logistic regression and the two constant functions."""
     mean, std = features.mean(0), features.std(0) + 1e-9
     zeros = np.zeros(features.shape[1])
@@ -66,7 +66,7 @@ def learn_policy(features: np.ndarray, correct: np.ndarray, cumulative_macs: np.
         rows = np.arange(n)
         stay = error[k] + lam * cost[k]
         go = error[destination, rows] + lam * cost[destination]
-        policy = _fit_decision(features[k], stay <= go, np.abs(stay - go) + 1e-6)
+        policy = fit_decision(features[k], stay <= go, np.abs(stay - go) + 1e-6)
         policies.insert(0, policy)
         destination = np.where(policy.exit_probability(features[k]) >= 0.5, k, destination)
     return policies

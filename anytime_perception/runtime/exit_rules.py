@@ -2,8 +2,10 @@
 
 - ``msp``: max softmax probability; ``gap``: top-1 minus top-2 probability; ``entropy``: negative
   entropy of the softmax (BranchyNet-style); computed from a classifier exit's logits.
-- ``policy``: a learned exit policy's exit probability (Bolukbasi et al.), a logistic function of
-  the exit's confidence features.
+- ``policy``: a learned exit policy's exit probability, a logistic function of the exit's
+  confidence features: for classifiers the Bolukbasi et al. policy over ``confidence_features``;
+  for detectors the frame gate over ``detection_features`` (trained to predict that the stage's
+  detections already match the last stage's).
 - any other name: a confidence the stage graph outputs itself (PTEEnet's sigmoid head ``confidence``,
   a decision gate's distance ``distance``, a detector's frame gate).
 Works on one input (``[classes]``) or a batch (``[..., classes]``).
@@ -14,9 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DERIVED_RULES", "softmax", "rule_scores", "confidence_features", "LinearPolicy"]
+__all__ = ["DERIVED_RULES", "PEAK_FLOOR", "softmax", "rule_scores", "confidence_features", "detection_features",
+           "DETECTION_FEATURES", "LinearPolicy"]
 
 DERIVED_RULES = ("msp", "gap", "entropy")
+PEAK_FLOOR = 0.05  # detector peaks below this score are ignored by ``detection_features``
+DETECTION_FEATURES = 6
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -49,6 +54,16 @@ def confidence_features(logits: np.ndarray, confidence: np.ndarray | None = None
     return np.stack(columns, -1)
 
 
+def detection_features(scores: np.ndarray) -> np.ndarray:
+    """Frame-gate features of a detector stage from its peak scores (>= ``PEAK_FLOOR``): the three
+    highest scores, the number of peaks >= 0.3, the number of ambiguous peaks (0.1 to 0.5) and
+    the summed ambiguity ``min(s, 1 - s)``."""
+    s = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(scores) >= PEAK_FLOOR])[::-1]
+    top = np.zeros(3)
+    top[: min(3, len(s))] = s[:3]
+    return np.array([*top, (s >= 0.3).sum(), ((s >= 0.1) & (s < 0.5)).sum(), np.minimum(s, 1 - s).sum()])
+
+
 @dataclass(frozen=True)
 class LinearPolicy:
     """Exit probability ``sigmoid(w . (f - mean) / std + b)`` over ``confidence_features``; a
@@ -58,10 +73,6 @@ class LinearPolicy:
     bias: float
     mean: np.ndarray
     std: np.ndarray
-
-    @property
-    def uses_confidence(self) -> bool:
-        return len(self.weights) == 4
 
     def exit_probability(self, features: np.ndarray) -> np.ndarray:
         z = ((features - self.mean) / self.std) @ self.weights + self.bias
@@ -75,6 +86,6 @@ class LinearPolicy:
     def from_dict(cls, data: dict) -> "LinearPolicy":
         weights = np.asarray(data["weights"], dtype=np.float64)
         mean, std = np.asarray(data["mean"], dtype=np.float64), np.asarray(data["std"], dtype=np.float64)
-        if weights.shape not in ((3,), (4,)) or mean.shape != weights.shape or std.shape != weights.shape or (std <= 0).any():
-            raise ValueError("policy: weights, mean and std need 3 or 4 values each, std > 0")
+        if weights.ndim != 1 or mean.shape != weights.shape or std.shape != weights.shape or (std <= 0).any():
+            raise ValueError("policy: weights, mean and std need the same number of values, std > 0")
         return cls(weights, float(data["bias"]), mean, std)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .exit_rules import DERIVED_RULES, LinearPolicy
+from .exit_rules import DERIVED_RULES, DETECTION_FEATURES, LinearPolicy
 
 __all__ = ["ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "Manifest", "load_manifest"]
 
@@ -97,7 +97,7 @@ def _names(data: Any, where: str) -> dict[str, str]:
     return {str(k): v for k, v in data.items()}
 
 
-def _policies(data: Any, stages: tuple[StageSpec, ...]) -> tuple[LinearPolicy, ...]:
+def _policies(data: Any, task: str, stages: tuple[StageSpec, ...]) -> tuple[LinearPolicy, ...]:
     if data is None:
         return ()
     if not isinstance(data, list) or len(data) != len(stages) - 1:
@@ -106,9 +106,12 @@ def _policies(data: Any, stages: tuple[StageSpec, ...]) -> tuple[LinearPolicy, .
         policies = tuple(LinearPolicy.from_dict(p) for p in data)
     except (TypeError, KeyError, ValueError) as exc:
         raise ManifestError(f"gate.policy: {exc}") from exc
-    needs_confidence = [i for i, p in enumerate(policies) if p.uses_confidence and "confidence" not in stages[i].confidence_outputs]
-    if needs_confidence:
-        raise ManifestError(f"gate.policy: policies {needs_confidence} use a confidence output their stage lacks")
+    for i, policy in enumerate(policies):
+        expected = (DETECTION_FEATURES if task == "detection"
+                    else 4 if "confidence" in stages[i].confidence_outputs else 3)
+        if len(policy.weights) != expected:
+            raise ManifestError(f"gate.policy[{i}]: expected {expected} weights for this {task} stage, "
+                                f"got {len(policy.weights)}")
     return policies
 
 
@@ -127,7 +130,7 @@ def _gates(data: Any, task: str, stages: tuple[StageSpec, ...]) -> tuple[str | N
     if data is None:
         return None, (), {}
     rule = _get(data, "rule", "gate", str)
-    policies = _policies(data.get("policy"), stages)
+    policies = _policies(data.get("policy"), task, stages)
     thresholds = data.get("thresholds") or {}
     if not isinstance(thresholds, dict):
         raise ManifestError("gate.thresholds: expected a mapping of rule -> mode -> thresholds")

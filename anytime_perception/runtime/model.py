@@ -7,7 +7,9 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from .exit_rules import DERIVED_RULES, confidence_features, rule_scores
+from ..letterbox import Letterbox
+from .decoder import decode_centernet
+from .exit_rules import DERIVED_RULES, PEAK_FLOOR, confidence_features, detection_features, rule_scores
 from .manifest import IMAGE_INPUT, Manifest, ManifestError, StageSpec, load_manifest
 
 __all__ = ["AnytimeModel", "available_providers", "StageOutput"]
@@ -75,6 +77,15 @@ class AnytimeModel:
         carry, heads, confidences = self.run_stage_outputs(k, image, carry)
         return carry, heads, self._score(k, heads, confidences)
 
+    def policy_features(self, heads: dict[str, np.ndarray], confidences: dict[str, float]) -> np.ndarray:
+        """The learned policy's features of one stage's outputs (classifier or detector)."""
+        manifest = self.manifest
+        if manifest.task == "detection":
+            size = manifest.input.size
+            peaks = decode_centernet(heads, manifest.decoder, Letterbox.fit(size, size, size), manifest.labels, PEAK_FLOOR)
+            return detection_features(np.array([d.score for d in peaks]))
+        return confidence_features(np.ravel(heads["logits"]), confidences.get("confidence"))
+
     def run_stage_outputs(self, k: int, image: np.ndarray,
                           carry: Carry) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
         """Stage ``k`` with every confidence output of its graph (for calibration)."""
@@ -87,10 +98,7 @@ class AnytimeModel:
         if rule in DERIVED_RULES:
             return float(rule_scores(rule, np.ravel(heads["logits"])))
         if rule == "policy":
-            policy = self.manifest.policies[k]
-            features = confidence_features(np.ravel(heads["logits"]),
-                                           confidences["confidence"] if policy.uses_confidence else None)
-            return float(policy.exit_probability(features))
+            return float(self.manifest.policies[k].exit_probability(self.policy_features(heads, confidences)))
         return confidences[rule]
 
     def run_full(self, image: np.ndarray) -> dict[str, np.ndarray]:
