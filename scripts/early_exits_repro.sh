@@ -7,7 +7,7 @@ DATASETS=${DATASETS:-$(cd "$(dirname "$0")/../.." && pwd)/shared/datasets}
 CIFAR=$DATASETS/cifar10/cifar10_jpg.zip
 RUNS=${RUNS:-runs/exits}
 THREADS=${THREADS:-2}
-EXIT_EPOCHS=${EXIT_EPOCHS:-4}
+EXIT_EPOCHS=${EXIT_EPOCHS:-3}
 
 backbone() {  # backbone DEPTH EPOCHS
   python -m anytime_perception.training.classifier_run --data "$CIFAR" --depth "$1" --epochs "$2" \
@@ -32,7 +32,7 @@ resnet20() {  # ResEEnet20/3: placements, a lambda sweep, and d-gates (hinge vs 
 }
 
 resnet32() {  # ResEEnet32/5
-  backbone 32 15
+  backbone 32 12
   exits 32 pteenet pteenet --exits 5 --placement fine --lam 0.5
   exits 32 pteenet_linear pteenet --exits 5 --placement linear --lam 0.5
 }

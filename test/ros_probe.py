@@ -6,7 +6,8 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 import rclpy
@@ -32,6 +33,23 @@ def start_node(domain: int, *ros_args: str) -> subprocess.Popen:
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
     return subprocess.Popen(["anytime_node", "--ros-args", *ros_args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@contextmanager
+def node_and_probe(domain: int, first_frame: np.ndarray, *ros_args: str) -> Iterator["RosProbe"]:
+    """The node in its own process and a probe that has seen it answer ``first_frame``; on exit
+    the node is stopped and must have ended cleanly (exit code 0, no traceback)."""
+    node = start_node(domain, *ros_args)
+    peer = RosProbe(domain)
+    try:
+        peer.wait_for_node(first_frame)
+        yield peer
+    finally:
+        peer.close()
+        node.terminate()
+        output = node.communicate(timeout=10)[0]
+        print(output)
+    assert node.returncode == 0 and "Traceback" not in output, output
 
 
 class RosProbe:

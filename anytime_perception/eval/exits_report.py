@@ -89,11 +89,27 @@ def _rules_table(a: dict) -> list[str]:
     return lines
 
 
-def _plot(analyses: list[dict], title: str, path: Path) -> None:
+def _gates_table(gates: list[dict]) -> list[str]:
+    """Hinge vs cross-entropy gates at equal accuracy (the d-gate rule: max distance to a boundary)."""
+    lines = ["| gates | exits after units | gate accuracy % per exit | "
+             + " | ".join(f"MACs at <= {100 * d:g} % drop" for d in DROP_COLUMNS) + " |",
+             "|" + "---|" * (3 + len(DROP_COLUMNS))]
+    for a in gates:
+        base = a["backbone_accuracy"]
+        macs = [macs_at_accuracy(a["curves"]["distance"], base - d) for d in DROP_COLUMNS]
+        lines.append(f"| {a['meta']['loss']} | {a['meta']['points']} | "
+                     f"{' / '.join(f'{100 * x:.1f}' for x in a['exit_accuracy'][:-1])} | "
+                     + " | ".join("n/a" if m is None else f"{m:.3f}" for m in macs) + " |")
+    return lines
+
+
+def _plot(analyses: list[dict], title: str, path: Path, rules: tuple[str, ...] | None = None) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for a in analyses:
         prefix = f"{a['run']}: " if len(analyses) > 1 else ""
         for rule, points in a["curves"].items():
+            if rules is not None and rule not in rules:
+                continue
             ax.plot([p.macs_fraction for p in points], [100 * p.accuracy for p in points], marker=".",
                     label=prefix + RULE_NAMES[rule])
         ax.scatter([a["oracle"].macs_fraction], [100 * a["oracle"].accuracy], marker="*", s=120,
@@ -146,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         for a in gates:
             lines += [f"### Decision gates: {a['run']} ({a['meta']['loss']} loss)", "", *_rules_table(a), ""]
         if gates:
-            _plot(gates, f"{run_set.name}: decision gates, hinge vs cross-entropy", out / f"early_exits_gates_{run_set.name}.png")
+            lines += ["### Decision gates: hinge vs cross-entropy at equal accuracy", "", *_gates_table(gates), ""]
+            _plot(gates, f"{run_set.name}: decision gates, hinge vs cross-entropy", out / f"early_exits_gates_{run_set.name}.png", ("distance", "msp"))
             lines += [f"![gates](early_exits_gates_{run_set.name}.png)", ""]
     (out / "early_exits_tables.md").write_text("\n".join(lines) + "\n")
     serialisable = {s: {r: {**a, "oracle": asdict(a["oracle"]),

@@ -67,6 +67,8 @@ class AnytimePerceptionNode(Node):
             description="model directory, or a model name under the package's models/", read_only=True))
         self.declare_parameter("providers", ["CPUExecutionProvider"], read_only)
         self.declare_parameter("intra_op_threads", 1, read_only)
+        self.declare_parameter("gate_rule", "", ParameterDescriptor(
+            read_only=True, description="calibrated exit rule of the model; empty: the manifest's default"))
         self.declare_parameter("score_threshold", 0.3)
         self.declare_parameter("publish_debug_image", False)
         self.declare_parameter("preempt_on_new_frame", True)
@@ -81,7 +83,8 @@ class AnytimePerceptionNode(Node):
             raise ValueError(initial.reason)
         model = AnytimeModel(_resolve(param("model").value, "models", DEFAULT_MODEL),
                              providers=list(param("providers").value),
-                             threads=param("intra_op_threads").value)
+                             threads=param("intra_op_threads").value,
+                             gate_rule=param("gate_rule").value or None)
         modes = load_modes(_resolve(param("modes_file").value, "config", "modes.yaml"), model.manifest.total_macs)
         self.engine = AnytimeEngine(model, modes, param("vehicle_mode").value,
                                     score_threshold=param("score_threshold").value)

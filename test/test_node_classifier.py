@@ -1,0 +1,43 @@
+"""The shipped early-exit classifier in the real node over real DDS: one whole-image detection per
+result, and the calibrated gate of the current mode stops frames early (``confident``)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from anytime_perception.data.image_folder import load_image_folder
+from anytime_perception.runtime import load_manifest
+
+from conftest import CIFAR10, REPO
+from ros_probe import node_and_probe
+
+DOMAIN = 20 + (os.getpid() + 35) % 70
+MODEL = REPO / "models" / "cifar10_resnet20_pteenet"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    test = load_image_folder(CIFAR10, "test")
+    with node_and_probe(DOMAIN, test.images[0], "-p", f"model:={MODEL}", "-p", "vehicle_mode:=power_saving",
+                        "-p", "preempt_on_new_frame:=false", "-p", "score_threshold:=0.01") as peer:
+        yield peer, test
+
+
+def test_classifier_results_and_gate_stops(probe):
+    peer, test = probe
+    manifest = load_manifest(MODEL)
+    stamps = list(range(5000, 5030))
+    for stamp, image in zip(stamps, test.images[:30]):
+        peer.publish(image, stamp)
+        assert peer.wait_until(lambda s=stamp: s in peer.finals(), 10.0), f"no final for frame {stamp}"
+    finals = [peer.finals()[s] for s in stamps]
+    for final in finals:
+        (d,) = final.detections  # the top class as one detection over the whole 32x32 image
+        assert d.label == manifest.labels[d.class_id]
+        assert (d.center_x, d.center_y, d.width, d.height) == pytest.approx((16, 16, 32, 32))
+    reasons = [f.stop_reason for f in finals]
+    assert "confident" in reasons, reasons  # easy images leave at an early exit
+    assert set(reasons) <= {"confident", "budget", "deadline", "load", "complete"}
+    correct = sum(f.detections[0].class_id == label for f, label in zip(finals, test.labels[:30]))
+    assert correct >= 18, f"{correct}/30 correct"  # the shipped ResNet-20 with exits is ~90 % accurate
