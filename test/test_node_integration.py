@@ -125,6 +125,7 @@ def test_bad_startup_configuration_exits_with_a_clear_error(args, message):
     output = node.communicate(timeout=60)[0]
     assert node.returncode == 1, output
     assert message in output, output
+    assert "Traceback" not in output, output  # the half-built node shuts down cleanly
 
 
 def test_corrupt_model_and_invalid_modes_file_exit_with_a_clear_error(tmp_path, tiny_model):

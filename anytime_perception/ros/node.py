@@ -58,6 +58,9 @@ class AnytimePerceptionNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("anytime_perception", **kwargs)
+        # Before anything that can fail: rclpy's shutdown calls destroy_node on a half-built node.
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         read_only = ParameterDescriptor(read_only=True)
         self.declare_parameter("vehicle_mode", "normal", ParameterDescriptor(
             description="vehicle mode from modes_file; switchable at run time"))
@@ -105,7 +108,6 @@ class AnytimePerceptionNode(Node):
 
         self.stats = PipelineStats()
         self.frames: LatestSlot[tuple[Frame, ResultCallback]] = LatestSlot()  # started, awaiting refinement
-        self._stop = threading.Event()
         self._worker = threading.Thread(target=self._refine_frames, name="anytime_refinement", daemon=True)
         self._worker.start()
         m = model.manifest
@@ -229,7 +231,8 @@ class AnytimePerceptionNode(Node):
 
     def destroy_node(self) -> None:
         self._stop.set()
-        self._worker.join(timeout=2.0)
+        if self._worker is not None:
+            self._worker.join(timeout=2.0)
         super().destroy_node()
 
 
