@@ -29,6 +29,7 @@ setup(
             "anytime_node=anytime_perception.ros.node:main",
             "anytime_replay=anytime_perception.ros.replay:main",
             "anytime_demo=anytime_perception.ros.demo:main",
+            "big_model_node=anytime_perception.ros.big_model_node:main",
             "anytime_train=anytime_perception.training.__main__:main",
             "anytime_export=anytime_perception.export.__main__:main",
             "anytime_eval=anytime_perception.eval.__main__:main",

@@ -79,7 +79,7 @@ install_package() {
     # Remove installed modules whose source was deleted or renamed (install only adds files).
     local pkg src="$ROOT/anytime_perception" f
     pkg="$(echo "$V"/lib/python3*/site-packages/anytime_perception)"
-    (cd "$pkg" && find . -mindepth 1 \( -path ./msg -o -name __pycache__ \) -prune -o \
+    (cd "$pkg" && find . -mindepth 1 \( -path ./msg -o -path ./srv -o -name __pycache__ \) -prune -o \
         \( -type d -o -name '*.py' \) -print) | while read -r f; do
         f="${f#./}"
         if [ -e "$pkg/$f" ] && [ ! -e "$src/$f" ]; then log "removing stale $pkg/$f"; rm -rf "${pkg:?}/$f"; fi

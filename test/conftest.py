@@ -35,12 +35,14 @@ def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
 
 def write_tiny_model(root: Path, confidences: list[float], macs: list[int], size: int = 64,
                      stride: int = 8, peak: tuple[int, int, int] = (1, 3, 5),
-                     thresholds: dict[str, list[float]] | None = None) -> Path:
+                     thresholds: dict[str, list[float]] | None = None,
+                     appeal: dict[str, float] | None = None) -> Path:
     """A real multi-stage ONNX model: stage k passes a carry on and emits a fixed peak and confidence.
 
     Stage k reads ``image`` and ``carry.<k-1>``; its heatmap has one peak (class, y, x) = ``peak``
     with logit 2 + k, size log(2) (2 cells) and offset 0.5, and its confidence is ``confidences[k]``.
-    ``thresholds`` (mode -> one per stage) become the manifest's calibrated ``confidence`` gate.
+    ``thresholds`` (mode -> one per stage) become the manifest's calibrated ``confidence`` gate;
+    ``appeal`` (mode -> q threshold) an appeal section deciding on stage 0's ``confidence``.
     """
     root.mkdir(parents=True, exist_ok=True)
     grid = size // stride
@@ -73,6 +75,9 @@ def write_tiny_model(root: Path, confidences: list[float], macs: list[int], size
                 "decoder": {"type": "centernet", "stride": stride}, "stages": stages}
     if thresholds:
         manifest["gate"] = {"rule": "confidence", "thresholds": {"confidence": thresholds}}
+    if appeal:
+        manifest["appeal"] = {"stage": 0, "confidence": "confidence", "big_model": "road_signs_anywidth",
+                              "thresholds": appeal}
     (root / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return root
 

@@ -1,16 +1,20 @@
-"""sensor_msgs/Image <-> numpy, and runtime results -> DetectionArray (numpy helpers, no cv_bridge)."""
+"""sensor_msgs/Image and CompressedImage <-> numpy, runtime results <-> messages (no cv_bridge)."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from anytime_perception.msg import Detection as DetectionMsg
 from anytime_perception.msg import DetectionArray
 
-from ..runtime.types import StageResult
+from ..runtime.types import Detection, StageResult
 
-__all__ = ["ImageError", "SUPPORTED_ENCODINGS", "image_to_rgb", "rgb_to_image", "result_to_msg"]
+__all__ = ["ImageError", "SUPPORTED_ENCODINGS", "COMPRESSED_FORMATS", "image_to_rgb", "rgb_to_image",
+           "rgb_to_compressed", "compressed_to_rgb", "detections_to_msgs", "msgs_to_detections", "result_to_msg"]
+
+COMPRESSED_FORMATS = ("jpeg", "png")
 
 # encoding -> (channels, index order that yields RGB)
 SUPPORTED_ENCODINGS = {
@@ -51,12 +55,41 @@ def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
     return msg
 
 
+def rgb_to_compressed(rgb: np.ndarray, header: Header, fmt: str = "jpeg", jpeg_quality: int = 90) -> CompressedImage:
+    """A CompressedImage (``jpeg`` or lossless ``png``) of an RGB uint8 [H, W, 3] array."""
+    if fmt not in COMPRESSED_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(COMPRESSED_FORMATS)}, got {fmt!r}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else []
+    ok, data = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else 'png'}", rgb[..., ::-1], params)
+    if not ok:
+        raise ValueError(f"could not encode a {rgb.shape} image as {fmt}")
+    msg = CompressedImage(header=header, format=fmt)
+    msg.data = data.tobytes()
+    return msg
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """RGB uint8 [H, W, 3] of a CompressedImage; ImageError if it does not decode to a colour image."""
+    data = np.frombuffer(msg.data, np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ImageError(f"{len(msg.data)} bytes of format {msg.format!r} do not decode to an image")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def detections_to_msgs(detections: list[Detection] | tuple[Detection, ...]) -> list[DetectionMsg]:
+    return [DetectionMsg(class_id=d.class_id, label=d.label, score=d.score, center_x=d.center_x,
+                         center_y=d.center_y, width=d.width, height=d.height) for d in detections]
+
+
+def msgs_to_detections(msgs: list[DetectionMsg]) -> tuple[Detection, ...]:
+    return tuple(Detection(m.class_id, m.label, m.score, m.center_x, m.center_y, m.width, m.height) for m in msgs)
+
+
 def result_to_msg(result: StageResult, header: Header) -> DetectionArray:
     """The DetectionArray of one stage result, stamped with the image's header."""
     return DetectionArray(
-        header=header, stage=result.stage, num_stages=result.num_stages, is_final=result.is_final,
-        macs=result.macs, mac_budget=result.mac_budget, latency_ms=result.latency_ms,
+        header=header, stage=result.stage, num_stages=result.num_stages, source=result.source,
+        is_final=result.is_final, macs=result.macs, mac_budget=result.mac_budget, latency_ms=result.latency_ms,
         deadline_ms=result.deadline_ms, mode=result.mode, stop_reason=result.stop_reason,
-        detections=[DetectionMsg(class_id=d.class_id, label=d.label, score=d.score,
-                                 center_x=d.center_x, center_y=d.center_y, width=d.width, height=d.height)
-                    for d in result.detections])
+        detections=detections_to_msgs(result.detections))

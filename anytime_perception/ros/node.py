@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import rclpy
-from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
@@ -26,31 +24,19 @@ from std_msgs.msg import Header
 
 from anytime_perception.msg import DetectionArray
 
-from ..runtime import (AnytimeEngine, AnytimeModel, ManifestError, ModeError, ResultCallback, StageResult,
-                       Frame, StopReason, load_modes)
+from ..runtime import (AnytimeEngine, AnytimeModel, ManifestError, ModeError, ModeTable, ResultCallback,
+                       StageResult, Frame, StopReason, load_modes)
+from ..runtime.appeal import Appealer
 from ..runtime.annotate import draw_detections
 from ..runtime.mailbox import LatestSlot
 from ..runtime.stats import PipelineStats
-from .conversions import ImageError, image_to_rgb, result_to_msg, rgb_to_image
+from .appeal_client import RosAppealClient
+from .conversions import COMPRESSED_FORMATS, ImageError, image_to_rgb, result_to_msg, rgb_to_image
+from .share import resolve_share_path
 
 __all__ = ["AnytimePerceptionNode", "main"]
 
-PACKAGE = "anytime_perception"
 DEFAULT_MODEL = "road_signs_anywidth"
-
-
-def _resolve(value: str, kind: str, default: str) -> Path:
-    """A parameter naming a file/dir: an existing path, or a name under the package share dir."""
-    value = value or default
-    if Path(value).exists():
-        return Path(value)
-    try:
-        shared = Path(get_package_share_directory(PACKAGE)) / kind / value
-    except PackageNotFoundError:  # not installed through ament (e.g. a plain pip install)
-        shared = None
-    if shared is None or not shared.exists():
-        raise FileNotFoundError(f"{value!r} is neither an existing path nor in share/{PACKAGE}/{kind}/")
-    return shared
 
 
 class AnytimePerceptionNode(Node):
@@ -78,19 +64,26 @@ class AnytimePerceptionNode(Node):
         self.declare_parameter("image_reliability", "best_effort", ParameterDescriptor(
             description="best_effort | reliable (match the camera publisher)", read_only=True))
         self.declare_parameter("diagnostics_period_s", 1.0, read_only)
+        self.declare_parameter("appeal_service", "/perception/appeal", ParameterDescriptor(
+            read_only=True, description="big_model_node service for appeals (models with an appeal head); "
+                                        "empty: never appeal"))
+        self.declare_parameter("appeal_format", "jpeg", ParameterDescriptor(
+            read_only=True, description="how appealed frames travel: jpeg | png (lossless)"))
+        self.declare_parameter("appeal_jpeg_quality", 90, read_only)
 
         param = self.get_parameter
-        initial = self.validate_parameters(
-            [param(name) for name in ("score_threshold", "diagnostics_period_s", "intra_op_threads")])
+        initial = self.validate_parameters([param(name) for name in (
+            "score_threshold", "diagnostics_period_s", "intra_op_threads", "appeal_format", "appeal_jpeg_quality")])
         if not initial.successful:
             raise ValueError(initial.reason)
-        model = AnytimeModel(_resolve(param("model").value, "models", DEFAULT_MODEL),
+        model = AnytimeModel(resolve_share_path(param("model").value, "models", DEFAULT_MODEL),
                              providers=list(param("providers").value),
                              threads=param("intra_op_threads").value,
                              gate_rule=param("gate_rule").value or None)
-        modes = load_modes(_resolve(param("modes_file").value, "config", "modes.yaml"), model.manifest.total_macs)
+        modes = load_modes(resolve_share_path(param("modes_file").value, "config", "modes.yaml"), model.manifest.total_macs)
         self.engine = AnytimeEngine(model, modes, param("vehicle_mode").value,
-                                    score_threshold=param("score_threshold").value)
+                                    score_threshold=param("score_threshold").value,
+                                    appealer=self._appealer(model, modes))
         self.publish_debug = param("publish_debug_image").value
         self.preempt = param("preempt_on_new_frame").value
         self.add_on_set_parameters_callback(self.validate_parameters)
@@ -115,6 +108,18 @@ class AnytimePerceptionNode(Node):
             f"model {m.name}: {model.num_stages} stages, MACs {[s.macs for s in m.stages]}, "
             f"providers {model.providers}; mode {self.engine.mode.name}")
 
+    def _appealer(self, model: AnytimeModel, modes: ModeTable) -> Appealer | None:
+        """Appeals for a model with an appeal head, in the modes that allow them (None: local only)."""
+        spec, service = model.manifest.appeal, self.get_parameter("appeal_service").value
+        if spec is None or not service:
+            return None
+        client = RosAppealClient(self, service, spec.big_model, self.get_parameter("appeal_format").value,
+                                 self.get_parameter("appeal_jpeg_quality").value)
+        appealer = Appealer.for_model(spec, modes, client,
+                                      on_health_change=lambda message: self.get_logger().warning(message))
+        self.get_logger().info(f"appeals to {spec.big_model} on {service} in modes {sorted(appealer.thresholds) or 'none'}")
+        return appealer
+
     @staticmethod
     def _reliability(name: str) -> QoSReliabilityPolicy:
         policies = {"best_effort": QoSReliabilityPolicy.BEST_EFFORT, "reliable": QoSReliabilityPolicy.RELIABLE}
@@ -136,6 +141,11 @@ class AnytimePerceptionNode(Node):
                 return SetParametersResult(successful=False, reason=f"diagnostics_period_s must be > 0, got {p.value}")
             elif p.name == "intra_op_threads" and p.value < 0:
                 return SetParametersResult(successful=False, reason=f"intra_op_threads must be >= 0, got {p.value}")
+            elif p.name == "appeal_format" and p.value not in COMPRESSED_FORMATS:
+                return SetParametersResult(successful=False, reason=f"appeal_format must be one of "
+                                           f"{', '.join(COMPRESSED_FORMATS)}, got {p.value!r}")
+            elif p.name == "appeal_jpeg_quality" and not 1 <= p.value <= 100:
+                return SetParametersResult(successful=False, reason=f"appeal_jpeg_quality must be in 1..100, got {p.value}")
         return SetParametersResult(successful=True)
 
     def apply_parameters(self, params: list[Parameter]) -> None:
@@ -167,7 +177,7 @@ class AnytimePerceptionNode(Node):
             return
         publish = self._publisher(msg.header, rgb, received_at)
         try:
-            frame = self.engine.start(rgb, received_at, publish)
+            frame = self.engine.start(rgb, received_at, publish, tag=msg.header)
         except Exception as exc:  # one frame must never take the node down
             if self.context.ok():
                 self.get_logger().error(f"frame dropped: {exc!r}")
@@ -218,6 +228,8 @@ class AnytimePerceptionNode(Node):
     def diagnostics_callback(self) -> None:
         """Publish deadline-miss rate, stage histogram, MACs vs budget and latency percentiles."""
         summary = self.stats.summary()
+        if self.engine.appealer is not None:
+            summary.update(self.engine.appealer.summary())
         miss = float(summary.get("deadline_miss_rate", 0.0))
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK if miss <= 0.05 else DiagnosticStatus.WARN,

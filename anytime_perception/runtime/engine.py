@@ -3,6 +3,11 @@
 A frame is started (preprocessing + stage 0: the preliminary answer) and then refined stage by
 stage. The two halves may run on different threads, so a new frame's preliminary answer never
 waits for an older frame's refinement; the older one is then preempted at its next stage boundary.
+
+With an ``Appealer``, a frame whose little-network q(x) is below the mode's threshold is also sent
+to a big network after its appeal stage (after that stage's result is out). Local refinement goes
+on meanwhile; the big network's answer becomes the frame's final result (``appealed``) at the next
+stage boundary, or when local refinement is done, if it comes before the deadline.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import numpy as np
 
 from ..letterbox import Letterbox
 from .decoder import decode
+from .appeal import Appealer, AppealAnswer, PendingAppeal
 from .gate import Gate, ThresholdGate
 from .model import AnytimeModel
 from .modes import ModeTable, VehicleMode
@@ -30,13 +36,17 @@ NewerFrameWaiting = Callable[[], bool]
 
 @dataclass
 class Frame:
-    """One frame in flight: its network input, carry and the results so far."""
+    """One frame in flight: its image, network input, carry and the results so far."""
 
+    image: np.ndarray  # the incoming RGB frame (what an appeal sends)
     input: np.ndarray
     letterbox: Letterbox
     start: float  # receipt time, time.perf_counter() clock
+    tag: object = None  # the caller's handle of the frame (e.g. its header), passed to the appeal client
     carry: dict[str, np.ndarray] = field(default_factory=dict)
     results: list[StageResult] = field(default_factory=list)
+    appeal: PendingAppeal | None = None
+    local_stop: StopReason | None = None  # local refinement ended, the appeal's answer is awaited
 
     @property
     def finished(self) -> bool:
@@ -53,6 +63,7 @@ class AnytimeEngine:
         score_threshold: minimum detection score in [0, 1].
         load_monitor: source of other processes' CPU load (default: measured with psutil).
         gate: early-exit decision (default: the manifest's calibrated thresholds).
+        appealer: sends frames the little network is unsure of to a big network (None: never).
         warmup_runs: runs of every stage at start-up to seed the latency estimates.
 
     ``start`` must be called from one thread at a time; ``refine`` of an earlier frame may run
@@ -61,13 +72,14 @@ class AnytimeEngine:
 
     def __init__(self, model: AnytimeModel, modes: ModeTable, mode: str | None = None, *,
                  score_threshold: float = 0.3, load_monitor: LoadMonitor | None = None,
-                 gate: Gate | None = None, warmup_runs: int = 3) -> None:
+                 gate: Gate | None = None, appealer: Appealer | None = None, warmup_runs: int = 3) -> None:
         self.model = model
         self.modes = modes
         self._mode = modes.get(mode or modes.default_mode)
         self.score_threshold = score_threshold
         self.load_monitor = load_monitor or LoadMonitor()
         self.gate = gate or ThresholdGate(model.manifest.gates.get(model.gate_rule, {}))
+        self.appealer = appealer
         self.latency = LatencyEstimator(model.num_stages)
         self.preprocess = Preprocessor(model.manifest.input)
         self._warm_up(warmup_runs)
@@ -88,29 +100,32 @@ class AnytimeEngine:
             carry: dict[str, np.ndarray] = {}
             stage0_seconds = None
             for k in range(self.model.num_stages):
-                new_carry, _, _, seconds = self._run_stage(k, x, carry, stage0_seconds)
+                new_carry, _, _, _, seconds = self._run_stage(k, x, carry, stage0_seconds)
                 carry.update(new_carry)
                 stage0_seconds = stage0_seconds or seconds
 
     def _run_stage(self, k: int, x: np.ndarray, carry: dict[str, np.ndarray], stage0_seconds: float | None
-                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float | None, float]:
-        """Run stage ``k`` and feed its time (relative to the frame's stage 0) to the latency estimate."""
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float], float | None, float]:
+        """Run stage ``k`` and feed its time (relative to the frame's stage 0) to the latency
+        estimate: new carry, heads, every confidence output, the gate's score, seconds."""
         t0 = time.perf_counter()
-        new_carry, heads, confidence = self.model.run_stage(k, x, carry)
+        new_carry, heads, confidences = self.model.run_stage_outputs(k, x, carry)
+        score = self.model.gate_score(k, heads, confidences)
         seconds = time.perf_counter() - t0
         self.latency.update(k, seconds, stage0_seconds or seconds)
-        return new_carry, heads, confidence, seconds
+        return new_carry, heads, confidences, score, seconds
 
     def start(self, image: np.ndarray, received_at: float | None = None,
               on_result: ResultCallback | None = None,
-              newer_frame_waiting: NewerFrameWaiting | None = None) -> Frame:
+              newer_frame_waiting: NewerFrameWaiting | None = None, tag: object = None) -> Frame:
         """Preprocess one RGB uint8 frame and run stage 0 (the preliminary answer).
 
         ``received_at`` is the frame's receipt time on ``time.perf_counter``'s clock (default:
-        now). ValueError for an image that is not RGB uint8 [H, W, 3].
+        now); ``tag`` goes with an appeal of the frame. ValueError for an image that is not RGB
+        uint8 [H, W, 3].
         """
         start = time.perf_counter() if received_at is None else received_at
-        frame = Frame(*self.preprocess(image), start=start)
+        frame = Frame(image, *self.preprocess(image), start=start, tag=tag)
         self._step(frame, on_result, newer_frame_waiting)
         return frame
 
@@ -118,25 +133,58 @@ class AnytimeEngine:
                newer_frame_waiting: NewerFrameWaiting | None = None) -> list[StageResult]:
         """Run further stages until the scheduler stops the frame; returns all its results."""
         while not frame.finished:
-            self._step(frame, on_result, newer_frame_waiting)
+            appeal = frame.appeal
+            if appeal is not None and (frame.local_stop is not None or appeal.submission.future.done()):
+                self._finish_appeal(frame, on_result, newer_frame_waiting)
+            else:
+                self._step(frame, on_result, newer_frame_waiting)
         return frame.results
 
     def process(self, image: np.ndarray, received_at: float | None = None,
                 on_result: ResultCallback | None = None,
-                newer_frame_waiting: NewerFrameWaiting | None = None) -> list[StageResult]:
+                newer_frame_waiting: NewerFrameWaiting | None = None, tag: object = None) -> list[StageResult]:
         """``start`` then ``refine``: results in stage order, exactly the last one final."""
-        frame = self.start(image, received_at, on_result, newer_frame_waiting)
+        frame = self.start(image, received_at, on_result, newer_frame_waiting, tag)
         return self.refine(frame, on_result, newer_frame_waiting)
 
     def stop(self, frame: Frame, reason: StopReason, on_result: ResultCallback | None = None) -> StageResult:
-        """End an unfinished frame without further stages (e.g. replaced before refinement)."""
-        last = frame.results[-1]
-        final = dataclasses.replace(last, is_final=True, stop_reason=reason.value,
-                                    latency_ms=(time.perf_counter() - frame.start) * 1000.0)
+        """End an unfinished frame without further stages (e.g. replaced before refinement); an
+        appeal in flight is abandoned."""
+        if frame.appeal is not None and self.appealer is not None:
+            self.appealer.abandon(frame.appeal)
+        return self._final(frame, dataclasses.replace(frame.results[-1], stop_reason=reason.value), on_result)
+
+    def _final(self, frame: Frame, result: StageResult, on_result: ResultCallback | None) -> StageResult:
+        final = dataclasses.replace(result, is_final=True, latency_ms=(time.perf_counter() - frame.start) * 1000.0)
         frame.results.append(final)
         if on_result is not None:
             on_result(final)
         return final
+
+    def _finish_appeal(self, frame: Frame, on_result: ResultCallback | None,
+                       newer_frame_waiting: NewerFrameWaiting | None) -> None:
+        """The big network's answer as the final result if it comes before the deadline (a newer
+        frame waiting ends the wait); otherwise the last local result."""
+        mode = self._mode
+        until = frame.start + mode.deadline_ms / 1000.0
+        answer = self.appealer.wait(frame.appeal, until, newer_frame_waiting)
+        last = frame.results[-1]
+        if answer is not None:
+            self._final(frame, self._appealed_result(last, answer), on_result)
+            return
+        if newer_frame_waiting is not None and newer_frame_waiting():
+            reason = StopReason.PREEMPTED
+        elif time.perf_counter() >= until:
+            reason = StopReason.DEADLINE
+        else:  # the appeal failed before the deadline
+            reason = frame.local_stop or StopReason.COMPLETE
+        self._final(frame, dataclasses.replace(last, stop_reason=reason.value), on_result)
+
+    def _appealed_result(self, last: StageResult, answer: AppealAnswer) -> StageResult:
+        """The answer as a result after every local stage (``stage == num_stages``)."""
+        detections = [d for d in answer.detections if d.score >= self.score_threshold]
+        return dataclasses.replace(last, stage=last.num_stages, stop_reason=StopReason.APPEALED.value,
+                                   detections=detections, confidence=None, stage_ms=0.0, source="appeal")
 
     def _step(self, frame: Frame, on_result: ResultCallback | None,
               newer_frame_waiting: NewerFrameWaiting | None) -> None:
@@ -145,7 +193,8 @@ class AnytimeEngine:
         stages = manifest.stages
         k = len(frame.results)
         stage0_seconds = frame.results[0].stage_ms / 1000.0 if frame.results else None
-        new_carry, heads, confidence, seconds = self._run_stage(k, frame.input, frame.carry, stage0_seconds)
+        new_carry, heads, confidences, confidence, seconds = self._run_stage(k, frame.input, frame.carry,
+                                                                             stage0_seconds)
         stage0_seconds = stage0_seconds or seconds
         frame.carry.update(new_carry)
         macs = (frame.results[-1].macs if frame.results else 0) + stages[k].macs
@@ -164,6 +213,13 @@ class AnytimeEngine:
             confident=self.gate.is_confident(k, confidence, mode.name),
             newer_frame_waiting=bool(newer_frame_waiting and newer_frame_waiting()),
         ), mode)
+        appeal_now = self.appealer is not None and frame.appeal is None and self.appealer.should_appeal(
+            k, confidences, mode.name, frame.start + mode.deadline_ms / 1000.0 - time.perf_counter(),
+            time.perf_counter())
+        if reason not in (None, StopReason.PREEMPTED) and (appeal_now or frame.appeal is not None):
+            frame.local_stop, reason = reason, None  # the final waits for the appeal's answer
+        elif reason is StopReason.PREEMPTED and frame.appeal is not None:
+            self.appealer.abandon(frame.appeal)
         result = StageResult(
             stage=k, num_stages=len(stages), is_final=reason is not None, macs=macs,
             mac_budget=mode.mac_budget, latency_ms=(time.perf_counter() - frame.start) * 1000.0,
@@ -173,3 +229,5 @@ class AnytimeEngine:
         frame.results.append(result)
         if on_result is not None:
             on_result(result)
+        if appeal_now:  # after the result is out: sending never delays it
+            frame.appeal = self.appealer.send(frame.image, frame.tag)

@@ -12,7 +12,7 @@ import yaml
 
 from .exit_rules import DERIVED_RULES, DETECTION_FEATURES, LinearPolicy
 
-__all__ = ["ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "Manifest", "load_manifest"]
+__all__ = ["ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "AppealSpec", "Manifest", "load_manifest"]
 
 FORMAT_VERSION = 1
 IMAGE_INPUT = "image"
@@ -60,6 +60,18 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
+class AppealSpec:
+    """When a frame may be appealed to a big network (AppealNet): after local stage ``stage``, if
+    its confidence output ``confidence`` (the predictor's q(x)) is below the current mode's
+    threshold. Modes without a threshold never appeal."""
+
+    stage: int
+    confidence: str
+    big_model: str  # the model an appeal server should answer with
+    thresholds: dict[str, float]  # vehicle mode -> q threshold
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A validated anytime model description."""
 
@@ -73,6 +85,7 @@ class Manifest:
     policies: tuple[LinearPolicy, ...] = ()  # learned exit policy per early exit (rule "policy")
     gates: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)  # rule -> mode -> per stage
     full_model: StageSpec | None = None  # optional static single graph, for benchmarks
+    appeal: AppealSpec | None = None  # optional appeals to a big network
     root: Path = Path(".")
 
     @property
@@ -151,6 +164,25 @@ def _gates(data: Any, task: str, stages: tuple[StageSpec, ...]) -> tuple[str | N
     return rule, policies, gates
 
 
+def _appeal(data: Any, stages: tuple[StageSpec, ...]) -> AppealSpec | None:
+    """The ``appeal`` section: the deciding stage, its q(x) output, the big model, thresholds."""
+    if data is None:
+        return None
+    stage = _get(data, "stage", "appeal", int)
+    if not 0 <= stage < len(stages):
+        raise ManifestError(f"appeal.stage: {stage} is not a stage index (0..{len(stages) - 1})")
+    confidence = _get(data, "confidence", "appeal", str)
+    if confidence not in stages[stage].confidence_outputs:
+        raise ManifestError(f"appeal.confidence: stage {stage} has no confidence output {confidence!r} "
+                            f"(it has {sorted(stages[stage].confidence_outputs) or 'none'})")
+    thresholds = data.get("thresholds") or {}
+    if not isinstance(thresholds, dict) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds.values()):
+        raise ManifestError("appeal.thresholds: expected a mapping of vehicle mode -> threshold in [0, 1]")
+    return AppealSpec(stage, confidence, _get(data, "big_model", "appeal", str),
+                      {str(m): float(t) for m, t in thresholds.items()})
+
+
 def _stage(data: Any, where: str, root: Path, head_keys: tuple[str, ...]) -> StageSpec:
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: expected a mapping")
@@ -218,6 +250,7 @@ def _parse(data: Any, root: Path) -> Manifest:
         policies=policies,
         gates=gates,
         full_model=_stage(full, "full_model", root, HEAD_KEYS[task]) if full is not None else None,
+        appeal=_appeal(data.get("appeal"), stages),
         root=root,
     )
 

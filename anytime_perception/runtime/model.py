@@ -75,7 +75,7 @@ class AnytimeModel:
         """Run stage ``k`` on the preprocessed image and the carry of stages ``< k``; the
         confidence is the gate rule's score of this stage (None without a rule)."""
         carry, heads, confidences = self.run_stage_outputs(k, image, carry)
-        return carry, heads, self._score(k, heads, confidences)
+        return carry, heads, self.gate_score(k, heads, confidences)
 
     def policy_features(self, heads: dict[str, np.ndarray], confidences: dict[str, float]) -> np.ndarray:
         """The learned policy's features of one stage's outputs (classifier or detector)."""
@@ -91,7 +91,8 @@ class AnytimeModel:
         """Stage ``k`` with every confidence output of its graph (for calibration)."""
         return self._run(self.sessions[k], self.manifest.stages[k], {**carry, IMAGE_INPUT: image})
 
-    def _score(self, k: int, heads: dict[str, np.ndarray], confidences: dict[str, float]) -> float | None:
+    def gate_score(self, k: int, heads: dict[str, np.ndarray], confidences: dict[str, float]) -> float | None:
+        """Stage ``k``'s score under the gate rule (None without a rule)."""
         rule = self.gate_rule
         if rule is None or k == self.num_stages - 1:
             return confidences.get(rule) if rule else None

@@ -11,6 +11,9 @@ integer > 1). ``cpu_load_ceiling`` is the share of all cores used by other proce
 refinement stops (1.0: never). Optional ``exit`` is the calibration target of early-exit gates in
 this mode: ``{max_accuracy_drop: 0.01}`` (vs the last stage) or ``{max_mean_macs: 0.5}`` (fraction
 of the full model); ``python -m anytime_perception.calibration`` turns it into thresholds.
+Optional ``appeal`` allows appeals to a big network in this mode and is the target their
+threshold is calibrated to: ``{max_accuracy_drop: 0.01}`` (vs the big network) or
+``{max_appeal_rate: 0.3}``; absent or ``false``: no appeals in this mode.
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ import yaml
 
 __all__ = ["ModeError", "VehicleMode", "ModeTable", "load_modes", "parse_modes"]
 
-MODE_KEYS = {"mac_budget", "deadline_ms", "cpu_load_ceiling", "exit"}
+MODE_KEYS = {"mac_budget", "deadline_ms", "cpu_load_ceiling", "exit", "appeal"}
 EXIT_TARGETS = ("max_accuracy_drop", "max_mean_macs")
+APPEAL_TARGETS = ("max_accuracy_drop", "max_appeal_rate")
 
 
 class ModeError(ValueError):
@@ -39,6 +43,12 @@ class VehicleMode:
     deadline_ms: float
     cpu_load_ceiling: float
     exit_target: tuple[str, float] | None = None  # (one of EXIT_TARGETS, value) for calibration
+    appeal_target: tuple[str, float] | None = None  # (one of APPEAL_TARGETS, value); None: no appeals
+
+    @property
+    def appeals(self) -> bool:
+        """Whether frames may be appealed to a big network in this mode."""
+        return self.appeal_target is not None
 
 
 @dataclass(frozen=True)
@@ -82,18 +92,21 @@ def _mode(name: str, spec: Any, full_macs: int) -> VehicleMode:
     ceiling = _number(spec, "cpu_load_ceiling", where)
     if not 0 <= ceiling <= 1:
         raise ModeError(f"{where}.cpu_load_ceiling: must be in [0, 1], got {ceiling}")
-    return VehicleMode(name, macs, float(deadline), float(ceiling), _exit_target(spec.get("exit"), where))
+    return VehicleMode(name, macs, float(deadline), float(ceiling),
+                       _target(spec.get("exit"), f"{where}.exit", EXIT_TARGETS),
+                       _target(spec.get("appeal"), f"{where}.appeal", APPEAL_TARGETS))
 
 
-def _exit_target(spec: Any, where: str) -> tuple[str, float] | None:
-    if spec is None:
+def _target(spec: Any, where: str, keys: tuple[str, ...]) -> tuple[str, float] | None:
+    """A ``{key: value}`` calibration target with one of ``keys`` and a value in [0, 1]; absent or false: None."""
+    if spec is None or spec is False:
         return None
-    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in EXIT_TARGETS:
-        raise ModeError(f"{where}.exit: expected one of {{max_accuracy_drop: x}} or {{max_mean_macs: x}}, got {spec!r}")
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in keys:
+        raise ModeError(f"{where}: expected one of " + " or ".join(f"{{{k}: x}}" for k in keys) + f", got {spec!r}")
     key = next(iter(spec))
-    value = _number(spec, key, f"{where}.exit")
+    value = _number(spec, key, where)
     if not 0 <= value <= 1:
-        raise ModeError(f"{where}.exit.{key}: must be in [0, 1], got {value}")
+        raise ModeError(f"{where}.{key}: must be in [0, 1], got {value}")
     return key, float(value)
 
 

@@ -16,6 +16,7 @@ class StopReason(str, Enum):
     LOAD = "load"  # CPU load from other processes is above the mode's ceiling
     CONFIDENT = "confident"  # the gate judged the current answer good enough
     PREEMPTED = "preempted"  # a newer frame is waiting
+    APPEALED = "appealed"  # the big network's answer to an appeal arrived in time and is the final
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,4 @@ class StageResult:
     detections: list[Detection] = field(default_factory=list)
     confidence: float | None = None
     stage_ms: float = 0.0  # compute time of this stage alone
+    source: str = "local"  # "local", or "appeal": the big network's answer (stage == num_stages)

@@ -1,0 +1,90 @@
+"""The appeal server: answers ``Appeal`` requests with the big network (AppealNet's cloud side).
+
+Runs on the stronger computer (or beside the vehicle's node): each request carries a compressed
+camera frame; the answer is the big model's detections in pixels of that frame. A request for a
+model other than the one served, or an image that does not decode, gets an ``error`` answer.
+"""
+from __future__ import annotations
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+
+from anytime_perception.srv import Appeal
+
+from ..runtime import AnytimeModel, ManifestError
+from ..runtime.appeal import BigModel
+from .conversions import ImageError, compressed_to_rgb, detections_to_msgs
+from .share import resolve_share_path
+
+__all__ = ["BigModelNode", "main"]
+
+DEFAULT_MODEL = "road_signs_anywidth"
+
+
+class BigModelNode(Node):
+    """Serves appeals on the ``service`` parameter with every stage of the ``model`` parameter."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("big_model", **kwargs)
+        read_only = ParameterDescriptor(read_only=True)
+        self.declare_parameter("model", DEFAULT_MODEL, ParameterDescriptor(
+            read_only=True, description="big model directory, or a model name under the package's models/"))
+        self.declare_parameter("service", "/perception/appeal", read_only)
+        self.declare_parameter("providers", ["CPUExecutionProvider"], read_only)
+        self.declare_parameter("intra_op_threads", 0, read_only)
+        self.declare_parameter("score_threshold", 0.05, ParameterDescriptor(
+            read_only=True, description="lowest score answered; the vehicle applies its own threshold on top"))
+        param = self.get_parameter
+        threshold = param("score_threshold").value
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"score_threshold must be in (0, 1), got {threshold}")
+        if param("intra_op_threads").value < 0:
+            raise ValueError(f"intra_op_threads must be >= 0, got {param('intra_op_threads').value}")
+        model = AnytimeModel(resolve_share_path(param("model").value, "models", DEFAULT_MODEL),
+                             providers=list(param("providers").value), threads=param("intra_op_threads").value)
+        self.big = BigModel(model, threshold)
+        self.service = self.create_service(Appeal, param("service").value, self.appeal_callback)
+        self.get_logger().info(f"serving appeals on {param('service').value} with {model.manifest.name} "
+                               f"({model.manifest.total_macs / 1e6:.0f} M MACs, providers {model.providers})")
+
+    def appeal_callback(self, request: Appeal.Request, response: Appeal.Response) -> Appeal.Response:
+        """Answer one appeal; bad requests get an ``error`` and the server keeps serving."""
+        name = self.big.model.manifest.name
+        response.model = name
+        if request.model and request.model != name:
+            response.error = f"this server answers with {name!r}, not {request.model!r}"
+            return response
+        try:
+            answer = self.big.answer(compressed_to_rgb(request.image))
+        except (ImageError, ValueError) as exc:
+            response.error = str(exc)
+            self.get_logger().warning(f"bad appeal: {exc}", throttle_duration_sec=1.0)
+            return response
+        response.detections = detections_to_msgs(answer.detections)
+        response.server_ms = answer.server_ms
+        return response
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the server; a bad model or parameter ends it with a clear error (exit 1)."""
+    rclpy.init(args=args)
+    try:
+        node = BigModelNode()
+    except (ManifestError, FileNotFoundError, ValueError) as exc:
+        rclpy.logging.get_logger("big_model").fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
