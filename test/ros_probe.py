@@ -28,18 +28,21 @@ from anytime_perception.ros.conversions import rgb_to_image
 NODE = "/anytime_perception"
 
 
-def start_node(domain: int, *ros_args: str) -> subprocess.Popen:
-    """The real ``anytime_node`` executable in its own process."""
-    env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
-    return subprocess.Popen(["anytime_node", "--ros-args", *ros_args], env=env,
+def start_node(domain: int, *ros_args: str, executable: str = "anytime_node", env: dict[str, str] | None = None,
+               prefix: list[str] | None = None) -> subprocess.Popen:
+    """A real executable of the package (default ``anytime_node``) in its own process; ``prefix``
+    runs it elsewhere (e.g. in another network namespace), ``env`` adds variables."""
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), **(env or {})}
+    return subprocess.Popen([*(prefix or []), executable, "--ros-args", *ros_args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @contextmanager
-def node_and_probe(domain: int, first_frame: np.ndarray, *ros_args: str) -> Iterator["RosProbe"]:
+def node_and_probe(domain: int, first_frame: np.ndarray, *ros_args: str,
+                   env: dict[str, str] | None = None) -> Iterator["RosProbe"]:
     """The node in its own process and a probe that has seen it answer ``first_frame``; on exit
     the node is stopped and must have ended cleanly (exit code 0, no traceback)."""
-    node = start_node(domain, *ros_args)
+    node = start_node(domain, *ros_args, env=env)
     peer = RosProbe(domain)
     try:
         peer.wait_for_node(first_frame)
@@ -48,6 +51,7 @@ def node_and_probe(domain: int, first_frame: np.ndarray, *ros_args: str) -> Iter
         peer.close()
         node.terminate()
         output = node.communicate(timeout=10)[0]
+        peer.node_output = output  # for checks after the context
         print(output)
     assert node.returncode == 0 and "Traceback" not in output, output
 
@@ -69,6 +73,7 @@ class RosProbe:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: self._record("diagnostics", msg), 10)
         self.set_client = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
         self.get_client = self.node.create_client(GetParameters, f"{NODE}/get_parameters")
+        self.node_output = ""
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
