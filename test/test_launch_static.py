@@ -8,41 +8,52 @@ import xml.etree.ElementTree as ET
 import rclpy
 import yaml
 
+import pytest
+
+from anytime_perception.ros.big_model_node import BigModelNode
 from anytime_perception.ros.node import AnytimePerceptionNode
 
 from conftest import REPO
 
+# launch file -> (node name, params file, node class)
+LAUNCHED = {"node.launch.py": ("anytime_perception", "params.yaml", AnytimePerceptionNode),
+            "big_model.launch.py": ("big_model", "big_model_params.yaml", BigModelNode)}
 
-def _launch_node_keywords() -> dict[str, object]:
-    tree = ast.parse((REPO / "launch" / "node.launch.py").read_text())
+
+def _launch_node_keywords(launch_file: str) -> dict[str, object]:
+    tree = ast.parse((REPO / "launch" / launch_file).read_text())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Node"]
     assert len(calls) == 1, "the launch file should start exactly one Node"
     return {k.arg: k.value.value for k in calls[0].keywords if isinstance(k.value, ast.Constant)}
 
 
-def test_launch_file_names_the_installed_executable():
-    keywords = _launch_node_keywords()
+@pytest.mark.parametrize("launch_file", sorted(LAUNCHED))
+def test_launch_file_names_the_installed_executable(launch_file):
+    keywords = _launch_node_keywords(launch_file)
     assert keywords["package"] == "anytime_perception"
-    assert keywords["name"] == "anytime_perception"
+    assert keywords["name"] == LAUNCHED[launch_file][0]
     executable = keywords["executable"]
     assert (REPO / "scripts" / executable).is_file()
     assert f"scripts/{executable}" in (REPO / "CMakeLists.txt").read_text()
     assert f"{executable}=" in (REPO / "setup.py").read_text()
+    assert LAUNCHED[launch_file][1] in (REPO / "launch" / launch_file).read_text()
 
 
-def test_params_yaml_sets_only_declared_parameters():
-    params = yaml.safe_load((REPO / "config" / "params.yaml").read_text())
-    assert list(params) == ["anytime_perception"]
-    keys = set(params["anytime_perception"]["ros__parameters"])
+@pytest.mark.parametrize("launch_file", sorted(LAUNCHED))
+def test_params_yaml_sets_only_declared_parameters(launch_file):
+    name, params_file, node_class = LAUNCHED[launch_file]
+    params = yaml.safe_load((REPO / "config" / params_file).read_text())
+    assert list(params) == [name]
+    keys = set(params[name]["ros__parameters"])
     rclpy.init()
     try:
-        node = AnytimePerceptionNode()
+        node = node_class()
         declared = set(node._parameters) - {"use_sim_time", "start_type_description_service"}  # rclpy built-ins
         node.destroy_node()
     finally:
         rclpy.shutdown()
-    assert keys <= declared, f"params.yaml sets undeclared parameters {keys - declared}"
-    assert declared <= keys, f"params.yaml does not document {declared - keys}"
+    assert keys <= declared, f"{params_file} sets undeclared parameters {keys - declared}"
+    assert declared <= keys, f"{params_file} does not document {declared - keys}"
 
 
 def test_package_xml_is_an_interface_package_built_with_ament_cmake():
@@ -51,5 +62,5 @@ def test_package_xml_is_an_interface_package_built_with_ament_cmake():
     assert root.find("export/build_type").text == "ament_cmake"
     assert "rosidl_interface_packages" in [e.text for e in root.findall("member_of_group")]
     cmake = (REPO / "CMakeLists.txt").read_text()
-    for msg in sorted((REPO / "msg").glob("*.msg")):
-        assert f"msg/{msg.name}" in cmake
+    for interface in sorted((REPO / "msg").glob("*.msg")) + sorted((REPO / "srv").glob("*.srv")):
+        assert f"{interface.parent.name}/{interface.name}" in cmake
