@@ -3,7 +3,9 @@
 Detector checkpoints (``python -m anytime_perception.training``) become per-stage detector graphs;
 SteppingNet / any-width checkpoints (``python -m anytime_perception.training.stepping_run``),
 classifiers or detectors, become one graph per subnet increment; early-exit checkpoints
-(``python -m anytime_perception.training.exits_run``) one graph per exit.
+(``python -m anytime_perception.training.exits_run``) one graph per exit; big/little checkpoints
+(``training.appeal_run``: AppealNet or a little network alone; ``training.classifier_run``: the big
+ResNet) one graph each, AppealNet's with its predictor q(x) as the ``appeal`` confidence.
 """
 from __future__ import annotations
 
@@ -13,25 +15,50 @@ import torch
 
 from ..data.road_signs import CLASSES
 from ..nets import build_model
+from ..nets.appeal_detector import detector_predictor
 from ..nets.stepping import SteppingNet
+from ..training.appeal_run import appeal_from_state, little_from_state
+from ..training.classifier_run import resnet_from_state
 from ..training.dataset import MEAN, STD
 from ..training.exits_run import exit_net_from_state
 from ..training.stepping_run import classifier_from_state
 from ..training.train import load_checkpoint
+from .appeal import AppealOutputs, export_single_stage
 from .early_exit import export_early_exit
-from .stages import export_stages, verify_stages
+from .stages import APPEAL, export_stages, verify_stages
 from .stepping import export_stepping, head_outputs
 
 
 def _export_detector(state: dict, out: str, name: str) -> float:
+    """A nested detector, with AppealNet's predictor on its little stage if the checkpoint has one
+    (``training.appeal_detector``)."""
     cfg = state["config"]
     model = build_model(cfg["model"], num_classes=len(CLASSES), input_size=cfg["input_size"])
     model.load_state_dict(state["model"])
-    export_stages(model, out, name, CLASSES, MEAN, STD)
-    torch.save({"model": model.state_dict(), "config": cfg}, f"{out}/weights.pt")
+    predictor = None
+    if "appeal_head" in state:
+        predictor = detector_predictor(model, state["appeal"]["stage"])
+        predictor.load_state_dict(state["appeal_head"])
+    export_stages(model, out, name, CLASSES, MEAN, STD, predictor)
+    extra = {"appeal_head": state["appeal_head"], "appeal": state["appeal"]} if predictor is not None else {}
+    torch.save({"model": model.state_dict(), "config": cfg, **extra}, f"{out}/weights.pt")
     image = torch.randn(1, 3, cfg["input_size"], cfg["input_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return verify_stages(model.eval()(image), out, image)
+        expected = _detector_outputs(model.eval(), predictor, image)
+    return verify_stages(expected, out, image)
+
+
+def _detector_outputs(model: torch.nn.Module, predictor: torch.nn.Module | None, image: torch.Tensor) -> list[dict]:
+    """Every stage's heads (and q of the predictor's stage) in torch, to check the graphs against."""
+    carry: dict[str, torch.Tensor] = {}
+    outputs = []
+    for k in range(model.num_stages):
+        new, heads = model.forward_stage(image, carry, k)
+        carry.update(new)
+        if predictor is not None and k == predictor.stage:
+            heads = {**heads, APPEAL: predictor(carry, heads)}
+        outputs.append(heads)
+    return outputs
 
 
 def _export_classifier(state: dict, checkpoint: str, out: str, name: str) -> float:
@@ -57,6 +84,25 @@ def _export_early_exit(state: dict, out: str, name: str) -> float:
         return verify_stages([{"logits": logits} for logits, _ in net.forward_all(image)], out, image)
 
 
+def _export_big_little(state: dict, out: str, name: str) -> float:
+    """AppealNet (logits and q), a little network alone or the big ResNet (logits): one stage each."""
+    kind = state["meta"]["kind"]
+    if kind == "appeal":
+        net, meta = appeal_from_state(state)
+        model: torch.nn.Module = AppealOutputs(net)
+    else:
+        model, meta = little_from_state(state) if kind == "little" else resnet_from_state(state)
+    size = meta.get("input_size", 32)  # classifier_run trains on the 32x32 image-folder sets
+    confidence = APPEAL if kind == "appeal" else None
+    export_single_stage(model, out, name, tuple(meta["classes"]), tuple(255 * m for m in meta["mean"]),
+                        tuple(255 * s for s in meta["std"]), size, confidence)
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outputs = model.eval()(image)
+    expected = {"logits": outputs[0], APPEAL: outputs[1]} if confidence else {"logits": outputs}
+    return verify_stages([expected], out, image)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="training checkpoint (last.pt)")
@@ -68,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     kind = state.get("meta", {}).get("kind")
     if kind in ("branch", "gate"):
         error = _export_early_exit(state, args.out, name)
+    elif kind in ("appeal", "little", "resnet_cifar"):
+        error = _export_big_little(state, args.out, name)
     elif kind is not None:
         error = _export_classifier(state, args.checkpoint, args.out, name)
     else:

@@ -17,6 +17,7 @@ import yaml
 from torch import Tensor, nn
 
 from ..nets.anywidth import AnyWidthDetector
+from ..runtime.manifest import APPEAL_OUTPUT as APPEAL
 from .macs import count_macs
 
 __all__ = ["export_stages", "verify_stages", "export_graph", "StageGraph", "graph_inputs", "stage_entry", "centernet_decoder",
@@ -43,9 +44,15 @@ class StageGraph(nn.Module):
         return tuple(new[n] for n in self.carry_out) + tuple(outputs)
 
 
-def _detector_step(model: nn.Module, image: Tensor, carry: dict[str, Tensor], k: int) -> tuple[dict, tuple]:
-    new, heads = model.forward_stage(image, carry, k)
-    return new, tuple(heads[h] for h in HEADS)
+def _detector_step(predictor: nn.Module | None) -> StageStep:
+    """A detector stage's step; the predictor's stage also outputs AppealNet's q(x) (``appeal``)."""
+    def step(model: nn.Module, image: Tensor, carry: dict[str, Tensor], k: int) -> tuple[dict, tuple]:
+        new, heads = model.forward_stage(image, carry, k)
+        outputs = tuple(heads[h] for h in HEADS)
+        if predictor is not None and k == predictor.stage:
+            outputs += (predictor({**carry, **new}, heads),)
+        return new, outputs
+    return step
 
 
 class _Full(nn.Module):
@@ -116,11 +123,16 @@ def write_manifest(out: Path, name: str, task: str, labels: tuple[str, ...], siz
 
 
 def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, labels: tuple[str, ...],
-                  mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
-    """Write ``stage<k>.onnx``, ``full.onnx`` and ``manifest.yaml`` into ``out_dir``."""
+                  mean: tuple[float, ...], std: tuple[float, ...], predictor: nn.Module | None = None) -> Path:
+    """Write ``stage<k>.onnx``, ``full.onnx`` and ``manifest.yaml`` into ``out_dir``; with an
+    AppealNet ``predictor`` (``nets.appeal_detector``) its stage also outputs q(x) as the
+    ``appeal`` confidence (``python -m anytime_perception.calibration.appeal`` then writes the
+    manifest's ``appeal`` section)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    if predictor is not None:  # traced as constants of the stage graph (it is no submodule of it)
+        predictor = predictor.eval().requires_grad_(False)
     size = model.config.input_size
     image = torch.zeros(1, 3, size, size)
     stages, carry = [], {}
@@ -130,9 +142,12 @@ def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, label
             last = k == model.num_stages - 1
             carry_in, carry_out = list(carry), [] if last else list(new)
             file = out / f"stage{k}.onnx"
-            export_graph(StageGraph(model, _detector_step, k, carry_in, carry_out), (image, *carry.values()), file,
-                         ["image", *carry_in], carry_out + list(HEADS))
+            appeals = predictor is not None and k == predictor.stage
+            export_graph(StageGraph(model, _detector_step(predictor), k, carry_in, carry_out), (image, *carry.values()),
+                         file, ["image", *carry_in], carry_out + list(HEADS) + ([APPEAL] if appeals else []))
             stages.append(stage_entry(file, ["image", *carry_in], carry_out, {h: h for h in HEADS}))
+            if appeals:
+                stages[-1]["confidence_outputs"] = {APPEAL: APPEAL}
             carry.update(new)
         full = out / "full.onnx"
         export_graph(_Full(model), (image,), full, ["image"], list(HEADS))
@@ -141,10 +156,11 @@ def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, label
 
 
 def verify_stages(expected: list[dict[str, Tensor]], out_dir: str | Path, image: Tensor) -> float:
-    """Largest absolute difference between the ONNX Runtime stage heads and ``expected``.
+    """Largest absolute difference between the ONNX Runtime stage outputs and ``expected``.
 
     Args:
-        expected: the torch model's head outputs of every subnet, in stage order.
+        expected: the torch model's outputs of every stage, in stage order: every head, and any
+            confidence output (by its rule name) that should be checked too.
         out_dir: the exported model directory.
         image: the input both were computed on.
     """
@@ -154,9 +170,10 @@ def verify_stages(expected: list[dict[str, Tensor]], out_dir: str | Path, image:
     for k, stage in enumerate(manifest["stages"]):
         session = ort.InferenceSession(str(Path(out_dir) / stage["file"]), providers=["CPUExecutionProvider"])
         feeds = {n: image.numpy() if n == "image" else carry[n] for n in stage["inputs"]}
-        heads = stage["head_outputs"]
-        names = list(dict.fromkeys(stage["carry_outputs"] + list(heads.values())))
+        checked = {**stage["head_outputs"],
+                   **{key: name for key, name in stage.get("confidence_outputs", {}).items() if key in expected[k]}}
+        names = list(dict.fromkeys(stage["carry_outputs"] + list(checked.values())))
         values = dict(zip(names, session.run(names, feeds)))
         carry.update({n: values[n] for n in stage["carry_outputs"]})
-        worst = max(worst, *(float(np.abs(values[name] - expected[k][key].numpy()).max()) for key, name in heads.items()))
+        worst = max(worst, *(float(np.abs(values[name] - expected[k][key].numpy()).max()) for key, name in checked.items()))
     return worst

@@ -1,4 +1,4 @@
-"""Layer modules for nested (any-width) networks.
+"""Layer modules shared by the network families: plain conv-BN(-ReLU) and nested (any-width) layers.
 
 A nested tensor is a list of channel groups ``[g0, g1, ...]``. Group ``g`` of a nested layer's
 output reads only input groups ``<= g``: the weight matrix is block-lower-triangular, so a larger
@@ -11,7 +11,45 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["NestedConvBNReLU", "StageHead"]
+__all__ = ["conv_bn", "PooledClassifier", "NestedConvBNReLU", "StageHead"]
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
+            relu: bool = True) -> nn.Sequential:
+    """Conv (no bias, ``kernel_size // 2`` padding) + BatchNorm, then ReLU unless ``relu`` is False;
+    ``groups == in_channels`` makes it depthwise."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
+                                         groups=groups, bias=False), nn.BatchNorm2d(out_channels)]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class PooledClassifier(nn.Module):
+    """Convolutional ``layers``, global average pooling and a linear ``classifier``; ``features``
+    is the pooled vector (AppealNet's predictor reads it too). Convs get Kaiming (fan-out) init.
+
+    Args:
+        layers: the convolutional body, image in, ``num_features`` channels out.
+        num_features: channels of the body's output.
+        num_classes: classifier outputs.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], num_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.num_features, self.num_classes = num_features, num_classes
+        self.classifier = nn.Linear(num_features, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def features(self, x: Tensor) -> Tensor:
+        """Pooled features ``[N, num_features]`` of images ``[N, 3, H, W]``."""
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))  # [N, num_classes]
 
 
 class NestedConvBNReLU(nn.Module):

@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from .decoder import decode
-from .manifest import AppealSpec
+from .manifest import APPEAL_OUTPUT, AppealSpec
 from .model import AnytimeModel
 from .modes import ModeTable
 from .preprocess import Preprocessor
@@ -114,7 +114,7 @@ class Appealer:
     """
 
     def __init__(self, client: AppealClient, thresholds: dict[str, float], stage: int = 0,
-                 confidence: str = "appeal", max_in_flight: int = 4, max_unanswered: int = 3,
+                 confidence: str = APPEAL_OUTPUT, max_in_flight: int = 4, max_unanswered: int = 3,
                  probe_period_s: float = 1.0, forget_after_s: float = 5.0,
                  on_health_change: Callable[[str], None] | None = None) -> None:
         self.client, self.thresholds, self.stage, self.confidence = client, dict(thresholds), stage, confidence

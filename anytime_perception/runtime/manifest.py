@@ -12,10 +12,11 @@ import yaml
 
 from .exit_rules import DERIVED_RULES, DETECTION_FEATURES, LinearPolicy
 
-__all__ = ["ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "AppealSpec", "Manifest", "load_manifest"]
+__all__ = ["APPEAL_OUTPUT", "ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "AppealSpec", "Manifest", "load_manifest"]
 
 FORMAT_VERSION = 1
 IMAGE_INPUT = "image"
+APPEAL_OUTPUT = "appeal"  # the confidence output that exporters give AppealNet's predictor q(x)
 # what each task's stages must output, and the decoder that turns it into a result
 HEAD_KEYS = {"detection": ("heatmap", "size", "offset"), "classification": ("logits",)}
 DECODERS = {"detection": "centernet", "classification": "softmax"}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from ..data.image_folder import load_image_folder
 
-__all__ = ["ClassificationData", "load_classification", "batches", "evaluate"]
+__all__ = ["ClassificationData", "load_classification", "normalise", "batches", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,10 @@ class ClassificationData:
     flip: bool  # horizontal flips are a valid augmentation (not for traffic signs)
 
 
-def _tensor(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Tensor:
+def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 images ``[N, H, W, 3]`` as normalised float ``[N, 3, H, W]`` (mean/std of pixels in 0..1)."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     return (x - torch.from_numpy(mean).view(1, 3, 1, 1)) / torch.from_numpy(std).view(1, 3, 1, 1)
 
 
@@ -46,8 +47,8 @@ def load_classification(source: str, train_limit: int = 0, test_limit: int = 0, 
         test = test.subset(test_limit, seed)
     mean = train.images.reshape(-1, 3).mean(0) / 255.0
     std = train.images.reshape(-1, 3).std(0) / 255.0
-    return ClassificationData(_tensor(train.images, mean, std), torch.from_numpy(train.labels),
-                              _tensor(test.images, mean, std), torch.from_numpy(test.labels), train.classes,
+    return ClassificationData(normalise(train.images, mean, std), torch.from_numpy(train.labels),
+                              normalise(test.images, mean, std), torch.from_numpy(test.labels), train.classes,
                               tuple(float(m) for m in mean), tuple(float(s) for s in std), flip)
 
 

@@ -26,16 +26,20 @@ from ..nets.resnet_cifar import CifarResNet, resnet_cifar
 from .classification import batches, load_classification
 from .train import load_checkpoint
 
-__all__ = ["main", "load_resnet", "predict"]
+__all__ = ["main", "load_resnet", "resnet_from_state", "predict"]
 
 
-def load_resnet(path: str | Path) -> tuple[CifarResNet, dict]:
-    """A trained ResNet and its metadata (classes, normalisation) from a ``classifier_run`` checkpoint."""
-    state = load_checkpoint(path)
+def resnet_from_state(state: dict) -> tuple[CifarResNet, dict]:
+    """The trained ResNet and its metadata (classes, normalisation) from a loaded checkpoint."""
     meta = state["meta"]
     model = resnet_cifar(meta["depth"], len(meta["classes"]))
     model.load_state_dict(state["model"])
     return model.eval(), meta
+
+
+def load_resnet(path: str | Path) -> tuple[CifarResNet, dict]:
+    """A trained ResNet and its metadata (classes, normalisation) from a ``classifier_run`` checkpoint."""
+    return resnet_from_state(load_checkpoint(path))
 
 
 @torch.no_grad()
