@@ -1,0 +1,126 @@
+"""Accuracy-vs-MACs of network selection over a cascade of trained classifiers: policies and
+thresholds are learned on the calibration half of the test split and measured on the other half.
+
+Checkpoints are loaded once and built by the ``kind`` in their metadata (``LOADERS``: a function of
+the loaded checkpoint returning a module whose forward gives logits ``[N, C]`` and the metadata
+with ``classes`` and the ``mean`` / ``std`` of pixels scaled to 0..1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..calibration.cascade import (CascadeOutcome, CascadeRecords, apply_cascade, cascade_records, learn_cascade,
+                                   myopic)
+from ..data.image_folder import ImageSet
+from ..nets.macs import counted_macs
+from ..training.appeal_run import appeal_from_state, little_from_state
+from ..training.classification import normalise
+from ..training.classifier_run import predict, resnet_from_state
+from ..training.train import load_checkpoint
+from .exit_analysis import Point
+
+__all__ = ["LOADERS", "Network", "load_network", "logits_of", "Setting", "learned_curve", "myopic_curve",
+           "point_of", "operating", "records_on", "LAMBDAS", "NEVER"]
+
+
+def _appeal_little(state: dict) -> tuple[nn.Module, dict]:
+    """The little network inside an AppealNet (its logits; the predictor head q(x) is not used)."""
+    net, meta = appeal_from_state(state)
+    return net.little, meta
+
+
+Loader = Callable[[dict], tuple[nn.Module, dict]]
+# meta "kind" -> the network of a loaded checkpoint (classifier_run, appeal_run little / joint)
+LOADERS: dict[str, Loader] = {"resnet_cifar": resnet_from_state, "little": little_from_state, "appeal": _appeal_little}
+LAMBDAS = (0.0, *(float(x) for x in np.round(np.geomspace(0.002, 2.0, 25), 4)))  # cost weights of the learned curve
+NEVER = 2.0  # a max-softmax threshold no input reaches
+THRESHOLD_QUANTILES = 200  # thresholds of the myopic curve
+
+
+@dataclass(frozen=True)
+class Network:
+    """A trained classifier of the cascade."""
+
+    name: str
+    checkpoint: str
+    kind: str
+    model: nn.Module
+    meta: dict
+    macs: int
+
+
+def load_network(path: str | Path, name: str, size: int) -> Network:
+    """Load a checkpoint by its meta ``kind`` and count its MACs on a ``size`` x ``size`` image."""
+    state = load_checkpoint(path)
+    kind = state.get("meta", {}).get("kind") if isinstance(state, dict) else None
+    if kind not in LOADERS:
+        raise ValueError(f"{path}: checkpoint kind {kind!r} has no loader (known: {', '.join(sorted(LOADERS))})")
+    model, meta = LOADERS[kind](state)
+    if meta.get("input_size", size) != size:
+        raise ValueError(f"{path}: trained on {meta['input_size']}-pixel images, the data has {size}")
+    macs = counted_macs(lambda: model.eval()(torch.zeros(1, 3, size, size)), model)
+    return Network(name, str(path), kind, model, meta, macs)
+
+
+def logits_of(network: Network, images: ImageSet) -> np.ndarray:
+    """Logits ``[N, C]`` of ``network`` on ``images`` normalised like its training data."""
+    if tuple(network.meta["classes"]) != images.classes:
+        raise ValueError(f"{network.checkpoint}: trained on other classes than the data has")
+    return predict(network.model, normalise(images.images, network.meta["mean"], network.meta["std"])).numpy()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting (a cost weight or a threshold) measured on both halves."""
+
+    setting: float
+    calibration: Point
+    evaluation: Point
+    path_share: dict[str, float]  # on the evaluation half
+
+
+def point_of(setting: float, outcome: CascadeOutcome, records: CascadeRecords) -> Point:
+    """An outcome as a point: MACs as a fraction of the last network's."""
+    return Point(float(setting), outcome.accuracy, outcome.mean_macs / float(records.macs[-1]), outcome.answer_share)
+
+
+def _setting(setting: float, run: Callable[[CascadeRecords], CascadeOutcome], calibration: CascadeRecords,
+             evaluation: CascadeRecords) -> Setting:
+    measured = run(evaluation)
+    return Setting(float(setting), point_of(setting, run(calibration), calibration),
+                   point_of(setting, measured, evaluation), measured.path_share)
+
+
+def learned_curve(calibration: CascadeRecords, evaluation: CascadeRecords,
+                  lambdas: tuple[float, ...] = LAMBDAS) -> list[Setting]:
+    """Bolukbasi policies learned on ``calibration`` for each cost weight."""
+    curve = []
+    for lam in lambdas:
+        policy = learn_cascade(calibration, lam)
+        curve.append(_setting(lam, lambda r: apply_cascade(policy, r), calibration, evaluation))
+    return curve
+
+
+def myopic_curve(calibration: CascadeRecords, evaluation: CascadeRecords) -> list[Setting]:
+    """One max-softmax threshold for every network, at quantiles of the calibration scores."""
+    scores = calibration.msp[:-1].ravel()
+    thresholds = np.unique(np.r_[np.quantile(scores, np.linspace(0, 1, THRESHOLD_QUANTILES + 1)), NEVER])
+    return [_setting(t, lambda r: myopic(r, t), calibration, evaluation) for t in thresholds]
+
+
+def operating(curve: list[Setting], calibration_base: float, max_loss: float) -> Setting | None:
+    """The cheapest setting on the calibration half whose accuracy there is within ``max_loss``
+    of ``calibration_base`` (the last network's); None if none is."""
+    within = [s for s in curve if s.calibration.accuracy >= calibration_base - max_loss - 1e-12]
+    return min(within, key=lambda s: (s.calibration.macs_fraction, -s.calibration.accuracy), default=None)
+
+
+def records_on(networks: list[Network], images: ImageSet) -> CascadeRecords:
+    """Every network's outputs on ``images``."""
+    return cascade_records([logits_of(n, images) for n in networks], images.labels, [n.macs for n in networks])
