@@ -30,6 +30,7 @@ from rclpy.node import Node
 
 from anytime_perception.data.road_signs import load_split, read_rgb
 from anytime_perception.msg import DetectionArray
+from anytime_perception.ros.conversions import status_values
 from anytime_perception.ros.replay import ReplayNode
 from anytime_perception.runtime import AnytimeEngine, AnytimeModel
 from anytime_perception.runtime.decoder import decode_centernet
@@ -102,7 +103,7 @@ class _Listener(Node):
         self.preliminary[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = (now - stamp) / 1e6
 
     def diagnostics_callback(self, msg: DiagnosticArray) -> None:
-        self.diagnostics = {kv.key: kv.value for kv in msg.status[0].values}
+        self.diagnostics = status_values(msg) or self.diagnostics
 
 
 def bench_ros(model_dir: Path, frames: list[np.ndarray], threads: int, rate: float = 10.0) -> dict:

@@ -23,7 +23,7 @@ from std_msgs.msg import Header
 from diagnostic_msgs.msg import DiagnosticArray
 
 from anytime_perception.msg import DetectionArray
-from anytime_perception.ros.conversions import rgb_to_image
+from anytime_perception.ros.conversions import rgb_to_image, status_values
 
 NODE = "/anytime_perception"
 
@@ -35,6 +35,17 @@ def start_node(domain: int, *ros_args: str, executable: str = "anytime_node", en
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), **(env or {})}
     return subprocess.Popen([*(prefix or []), executable, "--ros-args", *ros_args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> str:
+    """SIGTERM, then SIGKILL if it has not ended after ``timeout`` s (nothing outlives a test);
+    returns its output."""
+    process.terminate()
+    try:
+        return process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()[0] + f"\n(did not end {timeout:g} s after SIGTERM: killed)"
 
 
 @contextmanager
@@ -49,8 +60,7 @@ def node_and_probe(domain: int, first_frame: np.ndarray, *ros_args: str,
         yield peer
     finally:
         peer.close()
-        node.terminate()
-        output = node.communicate(timeout=10)[0]
+        output = stop(node)
         peer.node_output = output  # for checks after the context
         print(output)
     assert node.returncode == 0 and "Traceback" not in output, output
@@ -84,9 +94,9 @@ class RosProbe:
             self.received[topic].append((time.perf_counter(), msg))
 
     def diagnostics(self) -> dict[str, str]:
-        """Key/values of the node's latest diagnostics status ({} before the first)."""
-        latest = self.messages("diagnostics")
-        return {kv.key: kv.value for kv in latest[-1][1].status[0].values} if latest else {}
+        """Key/values of the node's latest pipeline status ({} before the first)."""
+        statuses = (status_values(msg) for _, msg in reversed(self.messages("diagnostics")))
+        return next((values for values in statuses if values is not None), {})
 
     def messages(self, topic: str) -> list[tuple[float, DetectionArray]]:
         with self.lock:

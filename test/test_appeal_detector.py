@@ -44,6 +44,7 @@ def test_predictor_trains_exports_into_stage_zero_and_calibrates(tmp_path):
                   "--limit", "32", "--passes", "1", "--epochs", "10", "--threads", "1"]) == 0
     result = json.loads((run / "result.json").read_text())
     assert 0 < result["val_mean_q"] < 1 and result["final_beta"] > 0
+    assert -1 <= result["val_rank_correlation_q_gain"] <= 1
     export(["--checkpoint", str(run / "last.pt"), "--out", str(out)])
     manifest = load_manifest(out)
     assert manifest.stages[0].confidence_outputs == {"appeal": "appeal"} and manifest.appeal is None
@@ -64,7 +65,8 @@ def test_predictor_trains_exports_into_stage_zero_and_calibrates(tmp_path):
     assert appeal.stage == 0 and appeal.big_model == "road_signs_anywidth" and appeal.confidence == "appeal"
     thresholds = appeal.thresholds
     modes = yaml.safe_load(MODES_FILE.read_text())["modes"]
-    assert set(thresholds) == {m for m, spec in modes.items() if spec.get("appeal")}  # power_saving: no appeals
+    # power_saving allows no appeals; the big detector is this model's own full model, so only modes
+    # whose budget stops it before the last stage appeal
+    assert set(thresholds) == {m for m, spec in modes.items() if spec.get("appeal") and spec["mac_budget"] < 1.0}
     summary = {r["mode"]: r for r in json.loads((out / "appeal_calibration.json").read_text())["summary"]}
     assert summary["minimal"]["appeal_rate"] <= 0.3 + 1e-9
-    assert summary["performance"]["quality"] >= summary["performance"]["big_quality"] - 1e-9

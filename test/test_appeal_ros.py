@@ -15,7 +15,7 @@ from anytime_perception.runtime.appeal import BigModel
 
 from conftest import REPO, SHIPPED_MODEL, write_tiny_model
 from netns import two_hosts
-from ros_probe import node_and_probe, start_node
+from ros_probe import node_and_probe, start_node, stop
 
 DOMAIN = 20 + (os.getpid() + 17) % 70
 DEADLINE_MS = 400.0  # generous: the two-core test machine runs both models and the probe
@@ -142,8 +142,12 @@ def test_modes_without_appeals_missing_server_and_wrong_model_stay_local(setup, 
     try:
         with node_and_probe(DOMAIN + 1, frames[0], "-p", f"model:={wrong}", "-p", f"modes_file:={modes}",
                             "-p", "diagnostics_period_s:=0.2") as peer:
-            assert peer.wait_until(lambda: int(peer.diagnostics().get("appeals_failed", 0)) > 0, 30.0), \
-                peer.diagnostics()
+            for _ in range(150):  # until the server has been discovered and has refused an appeal
+                if int(peer.diagnostics().get("appeals_failed", 0)) > 0:
+                    break
+                peer.publish(frames[4], 390)
+                time.sleep(0.2)
+            assert int(peer.diagnostics().get("appeals_failed", 0)) > 0, peer.diagnostics()
             peer.set_parameter("vehicle_mode", "power_saving")
             stamps = _send(peer, frames[4:7], 400)
             assert all(m.source == "local" and m.mode == "power_saving" for m in _finals(peer, stamps))
@@ -152,5 +156,5 @@ def test_modes_without_appeals_missing_server_and_wrong_model_stay_local(setup, 
             assert int(peer.diagnostics()["appeals_sent"]) == sent  # no appeals in power_saving
             assert peer.set_parameter("appeal_format", "gif")[0] is False  # read-only, and not a format
     finally:
-        server.terminate()
-        server.communicate(timeout=10)
+        output = stop(server)
+    assert server.returncode == 0 and "Traceback" not in output, output  # SIGTERM ends the server cleanly

@@ -10,7 +10,7 @@ import pytest
 
 from anytime_perception.data.road_signs import load_split, read_rgb
 from anytime_perception.runtime import AnytimeEngine, AnytimeModel, ManifestError, load_manifest
-from anytime_perception.runtime.appeal import Appealer, BigModel, LocalAppealClient
+from anytime_perception.runtime.appeal import Appealer, BigModel, LocalAppealClient, appealing_modes
 from anytime_perception.runtime.modes import ModeError, parse_modes
 
 from conftest import write_tiny_model
@@ -38,7 +38,7 @@ def frame(road_signs_root):
 def _engine(tmp_path, big, q: float, appeal: dict[str, float], deadline_ms: float = 2000.0, stages: int = 2):
     little = write_tiny_model(tmp_path / "little", [q, 0.9][:stages], [100, 200][:stages], appeal=appeal)
     model, modes = AnytimeModel(little), _modes(deadline_ms)
-    appealer = Appealer.for_model(model.manifest.appeal, modes, LocalAppealClient(big), probe_period_s=60.0)
+    appealer = Appealer.for_model(model.manifest, modes, LocalAppealClient(big), probe_period_s=60.0)
     return AnytimeEngine(model, modes, "normal", score_threshold=0.05, appealer=appealer)
 
 
@@ -139,3 +139,15 @@ def test_manifest_and_modes_validate_the_appeal_sections(tmp_path):
                                    "b": {**MODES["normal"]}}}, 1000)
     assert not table.get("a").appeals and table.get("b").appeal_target == ("max_accuracy_drop", 0.01)
     assert np.isfinite(table.get("b").deadline_ms)
+
+
+def test_a_model_appealing_to_its_own_full_model_appeals_only_where_its_budget_stops_it(tmp_path):
+    little = write_tiny_model(tmp_path / "own", [0.2, 0.9], [100, 900], appeal={"normal": 0.5, "minimal": 0.5})
+    manifest_file = little / "manifest.yaml"
+    manifest_file.write_text(manifest_file.read_text().replace("big_model: road_signs_anywidth", "big_model: tiny"))
+    manifest = load_manifest(little)
+    modes = parse_modes({"modes": {"normal": {**MODES["normal"]},
+                                   "minimal": {**MODES["normal"], "mac_budget": 0.1},
+                                   "power_saving": {**MODES["power_saving"], "mac_budget": 0.1}}}, 1000)
+    assert appealing_modes(manifest, "tiny", modes) == ["minimal"]  # normal runs the last stage itself
+    assert appealing_modes(manifest, "a_bigger_model", modes) == ["normal", "minimal"]

@@ -15,7 +15,8 @@ labelled set:
   mAP@0.5 on the road_signs training split);
 - ``max_appeal_rate: r``: the highest t that appeals at most a share ``r`` of the frames.
 
-Modes without a target get no threshold (no appeals). A summary is printed and written next to
+Modes without a target get no threshold (no appeals), and so do modes in which a model whose big
+network is its own full model runs its last stage anyway (``runtime.appeal.appealing_modes``). A summary is printed and written next to
 the manifest (``appeal_calibration.json``).
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ import yaml
 from ..data.image_folder import load_image_folder
 from ..data.road_signs import load_split, read_rgb
 from ..eval.metrics import mean_average_precision
-from ..runtime.appeal import BigModel
+from ..runtime.appeal import BigModel, appealing_modes
 from ..runtime.decoder import decode
 from ..runtime.manifest import APPEAL_OUTPUT as APPEAL
 from ..runtime.manifest import Manifest, ManifestError, load_manifest
@@ -124,12 +125,11 @@ def appeal_threshold(records: AppealRecords, target: tuple[str, float], candidat
     return float(next((t for t in levels if records.at(t) >= goal - 1e-12), 1.0))
 
 
-def mode_appeal_thresholds(records: AppealRecords, modes: ModeTable) -> tuple[dict[str, float], list[dict]]:
-    """A threshold per mode with an ``appeal`` target, and summary rows (rate and quality)."""
+def mode_appeal_thresholds(records: AppealRecords, modes: ModeTable, names: list[str]) -> tuple[dict[str, float], list[dict]]:
+    """A threshold per mode of ``names`` (modes with an ``appeal`` target), and summary rows
+    (rate and quality)."""
     thresholds, summary = {}, []
-    for mode in modes.modes.values():
-        if mode.appeal_target is None:
-            continue
+    for mode in (modes.get(name) for name in names):
         t = appeal_threshold(records, mode.appeal_target)
         thresholds[mode.name] = t
         kind, value = mode.appeal_target
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.big}: labels differ from {args.model}'s")
         modes = load_modes(args.modes, little.manifest.total_macs)
         records, images = _records(args, little, big)
-        thresholds, summary = mode_appeal_thresholds(records, modes)
+        names = appealing_modes(little.manifest, big.model.manifest.name, modes)
+        thresholds, summary = mode_appeal_thresholds(records, modes, names)
         path = write_appeal(args.model, big.model.manifest.name, thresholds)
     except (OSError, ValueError, ManifestError, ModeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,8 +2,9 @@
 stage, the big one its full model (on the appeal server).
 
 One fully connected layer + sigmoid over what the stage already computed: its deepest and its
-neck feature maps (average-pooled) and its class heatmap (per-class peak probability). The
-features are standardised with statistics of the training set (buffers), so the layer's weights
+neck feature maps (average-pooled), its class heatmap (per-class peak probability) and its
+``TOP_PEAKS`` highest local peaks (3x3 maxima, as the decoder finds them) with the gap between the
+first two. The features are standardised with statistics of the training set (buffers), so the layer's weights
 are comparable. The stage's own weights are shared with every later stage of the nested
 detector, so they stay as they are: only the predictor is trained.
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 __all__ = ["DetectorPredictor", "POOLED_LAYERS", "detector_predictor"]
 
 POOLED_LAYERS = ("c5b", "neck")  # carry tensors of the stage that the predictor pools
+TOP_PEAKS = 3
 
 
 class DetectorPredictor(nn.Module):
@@ -29,7 +32,7 @@ class DetectorPredictor(nn.Module):
     def __init__(self, channels: tuple[int, ...], num_classes: int, stage: int = 0) -> None:
         super().__init__()
         self.stage = stage
-        width = sum(channels) + num_classes
+        width = sum(channels) + num_classes + TOP_PEAKS + 1
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("std", torch.ones(width))
         self.linear = nn.Linear(width, 1)
@@ -37,8 +40,10 @@ class DetectorPredictor(nn.Module):
     def features(self, carry: dict[str, Tensor], heads: dict[str, Tensor]) -> Tensor:
         """Pooled, unstandardised features ``[N, F]`` of the stage's carry and heads."""
         pooled = [carry[f"{name}.{self.stage}"].mean((2, 3)) for name in POOLED_LAYERS]  # [N, C] each
-        pooled.append(torch.sigmoid(heads["heatmap"]).amax((2, 3)))  # [N, classes]
-        return torch.cat(pooled, 1)
+        heat = torch.sigmoid(heads["heatmap"])  # [N, classes, H, W]
+        peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat)  # local maxima only
+        top = peaks.flatten(1).topk(TOP_PEAKS, 1).values  # [N, TOP_PEAKS]
+        return torch.cat([*pooled, heat.amax((2, 3)), top, top[:, :1] - top[:, 1:2]], 1)
 
     def fit_standardisation(self, features: Tensor) -> None:
         """Set the standardisation from training features ``[N, F]``."""

@@ -3,19 +3,25 @@
 Runs on the stronger computer (or beside the vehicle's node): each request carries a compressed
 camera frame; the answer is the big model's detections in pixels of that frame. A request for a
 model other than the one served, or an image that does not decode, gets an ``error`` answer.
+``/diagnostics``: requests answered and refused, server time per request.
 """
 from __future__ import annotations
 
+from collections import deque
+
+import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from std_msgs.msg import Header
 
 from anytime_perception.srv import Appeal
 
 from ..runtime import AnytimeModel, ManifestError
 from ..runtime.appeal import BigModel
-from .conversions import ImageError, compressed_to_rgb, detections_to_msgs
+from .conversions import SERVER_STATUS, ImageError, compressed_to_rgb, detections_to_msgs
 from .share import resolve_share_path
 
 __all__ = ["BigModelNode", "main"]
@@ -36,16 +42,24 @@ class BigModelNode(Node):
         self.declare_parameter("intra_op_threads", 0, read_only)
         self.declare_parameter("score_threshold", 0.05, ParameterDescriptor(
             read_only=True, description="lowest score answered; the vehicle applies its own threshold on top"))
+        self.declare_parameter("diagnostics_period_s", 1.0, read_only)
         param = self.get_parameter
         threshold = param("score_threshold").value
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"score_threshold must be in (0, 1), got {threshold}")
         if param("intra_op_threads").value < 0:
             raise ValueError(f"intra_op_threads must be >= 0, got {param('intra_op_threads').value}")
+        if not param("diagnostics_period_s").value > 0:
+            raise ValueError(f"diagnostics_period_s must be > 0, got {param('diagnostics_period_s').value}")
         model = AnytimeModel(resolve_share_path(param("model").value, "models", DEFAULT_MODEL),
                              providers=list(param("providers").value), threads=param("intra_op_threads").value)
         self.big = BigModel(model, threshold)
+        self.answered, self.refused = 0, 0
+        self.server_ms: deque[float] = deque(maxlen=300)
         self.service = self.create_service(Appeal, param("service").value, self.appeal_callback)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # the timer also wakes the executor regularly: a shutdown signal never waits for the next request
+        self.diagnostics_timer = self.create_timer(param("diagnostics_period_s").value, self.diagnostics_callback)
         self.get_logger().info(f"serving appeals on {param('service').value} with {model.manifest.name} "
                                f"({model.manifest.total_macs / 1e6:.0f} M MACs, providers {model.providers})")
 
@@ -55,16 +69,32 @@ class BigModelNode(Node):
         response.model = name
         if request.model and request.model != name:
             response.error = f"this server answers with {name!r}, not {request.model!r}"
+            self.refused += 1
             return response
         try:
             answer = self.big.answer(compressed_to_rgb(request.image))
         except (ImageError, ValueError) as exc:
             response.error = str(exc)
+            self.refused += 1
             self.get_logger().warning(f"bad appeal: {exc}", throttle_duration_sec=1.0)
             return response
         response.detections = detections_to_msgs(answer.detections)
         response.server_ms = answer.server_ms
+        self.answered += 1
+        self.server_ms.append(answer.server_ms)
         return response
+
+    def diagnostics_callback(self) -> None:
+        """Publish the requests answered and refused and the server time per request."""
+        values = {"answered": str(self.answered), "refused": str(self.refused)}
+        if self.server_ms:
+            values.update({f"server_p{q}_ms": f"{np.percentile(self.server_ms, q):.3f}" for q in (50, 99)})
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=SERVER_STATUS,
+                                  hardware_id=self.big.model.manifest.name,
+                                  message=f"{self.answered} appeals answered, {self.refused} refused",
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        self.diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                     status=[status]))
 
 
 def main(args: list[str] | None = None) -> int:

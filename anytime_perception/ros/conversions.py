@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -12,9 +13,12 @@ from anytime_perception.msg import DetectionArray
 from ..runtime.types import Detection, StageResult
 
 __all__ = ["ImageError", "SUPPORTED_ENCODINGS", "COMPRESSED_FORMATS", "image_to_rgb", "rgb_to_image",
-           "rgb_to_compressed", "compressed_to_rgb", "detections_to_msgs", "msgs_to_detections", "result_to_msg"]
+           "rgb_to_compressed", "compressed_to_rgb", "detections_to_msgs", "msgs_to_detections", "result_to_msg",
+           "PIPELINE_STATUS", "SERVER_STATUS", "status_values"]
 
 COMPRESSED_FORMATS = ("jpeg", "png")
+PIPELINE_STATUS = "anytime_perception: pipeline"  # anytime_node's status on /diagnostics
+SERVER_STATUS = "anytime_perception: appeal server"  # big_model_node's status on /diagnostics
 
 # encoding -> (channels, index order that yields RGB)
 SUPPORTED_ENCODINGS = {
@@ -93,3 +97,9 @@ def result_to_msg(result: StageResult, header: Header) -> DetectionArray:
         is_final=result.is_final, macs=result.macs, mac_budget=result.mac_budget, latency_ms=result.latency_ms,
         deadline_ms=result.deadline_ms, mode=result.mode, stop_reason=result.stop_reason,
         detections=detections_to_msgs(result.detections))
+
+
+def status_values(msg: DiagnosticArray, name: str = PIPELINE_STATUS) -> dict[str, str] | None:
+    """Key/values of the status called ``name`` in a /diagnostics message (other nodes publish
+    there too); None if it has none."""
+    return next(({kv.key: kv.value for kv in status.values} for status in msg.status if status.name == name), None)

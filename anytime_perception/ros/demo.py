@@ -28,7 +28,7 @@ from sensor_msgs.msg import Image
 
 from anytime_perception.msg import DetectionArray
 
-from .conversions import image_to_rgb
+from .conversions import image_to_rgb, status_values
 from .replay import ReplayNode, add_replay_arguments, frame_source
 
 __all__ = ["TimelineView", "main"]
@@ -72,7 +72,7 @@ class TimelineView(Node):
             cv2.imwrite(str(path), cv2.cvtColor(image_to_rgb(msg), cv2.COLOR_RGB2BGR))
 
     def diagnostics_callback(self, msg: DiagnosticArray) -> None:
-        self.diagnostics = {kv.key: kv.value for kv in msg.status[0].values}
+        self.diagnostics = status_values(msg) or self.diagnostics
 
     def switch_mode(self, mode: str) -> None:
         """Ask the node for another vehicle mode through its parameter service."""

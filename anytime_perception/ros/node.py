@@ -31,7 +31,7 @@ from ..runtime.annotate import draw_detections
 from ..runtime.mailbox import LatestSlot
 from ..runtime.stats import PipelineStats
 from .appeal_client import RosAppealClient
-from .conversions import COMPRESSED_FORMATS, ImageError, image_to_rgb, result_to_msg, rgb_to_image
+from .conversions import COMPRESSED_FORMATS, PIPELINE_STATUS, ImageError, image_to_rgb, result_to_msg, rgb_to_image
 from .share import resolve_share_path
 
 __all__ = ["AnytimePerceptionNode", "main"]
@@ -115,7 +115,7 @@ class AnytimePerceptionNode(Node):
             return None
         client = RosAppealClient(self, service, spec.big_model, self.get_parameter("appeal_format").value,
                                  self.get_parameter("appeal_jpeg_quality").value)
-        appealer = Appealer.for_model(spec, modes, client,
+        appealer = Appealer.for_model(model.manifest, modes, client,
                                       on_health_change=lambda message: self.get_logger().warning(message))
         self.get_logger().info(f"appeals to {spec.big_model} on {service} in modes {sorted(appealer.thresholds) or 'none'}")
         return appealer
@@ -233,7 +233,7 @@ class AnytimePerceptionNode(Node):
         miss = float(summary.get("deadline_miss_rate", 0.0))
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK if miss <= 0.05 else DiagnosticStatus.WARN,
-            name="anytime_perception: pipeline", hardware_id=self.engine.model.manifest.name,
+            name=PIPELINE_STATUS, hardware_id=self.engine.model.manifest.name,
             message=f"deadline misses {miss:.1%}, mode {self.engine.mode.name}",
             values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in summary.items()])
         self.diagnostics_pub.publish(DiagnosticArray(header=self._stamp(), status=[status]))

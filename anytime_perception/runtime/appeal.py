@@ -25,13 +25,14 @@ from typing import Callable, Protocol
 import numpy as np
 
 from .decoder import decode
-from .manifest import APPEAL_OUTPUT, AppealSpec
+from .manifest import APPEAL_OUTPUT, Manifest
 from .model import AnytimeModel
 from .modes import ModeTable
 from .preprocess import Preprocessor
 from .types import Detection
 
-__all__ = ["AppealAnswer", "Submission", "AppealClient", "PendingAppeal", "RoundTripEstimator", "Appealer",
+__all__ = ["AppealAnswer", "Submission", "AppealClient", "PendingAppeal", "RoundTripEstimator", "appealing_modes",
+           "Appealer",
            "BigModel", "LocalAppealClient"]
 
 
@@ -92,6 +93,15 @@ class RoundTripEstimator:
         return median + self.k * statistics.median(abs(s - median) for s in self._seconds)
 
 
+def appealing_modes(manifest: Manifest, big_model: str, modes: ModeTable) -> list[str]:
+    """Modes in which ``manifest``'s model may appeal to ``big_model``: those with an ``appeal``
+    target, except, when the big network is the model's own full model (a nested detector's last
+    stage on the server), modes whose MAC budget reaches the last stage: there the vehicle
+    computes the same answer itself."""
+    own = big_model == manifest.name
+    return [m.name for m in modes.modes.values() if m.appeals and not (own and m.mac_budget >= manifest.total_macs)]
+
+
 COUNTERS = ("candidates", "sent", "answered", "late", "timed_out", "failed", "skipped_no_server",
             "skipped_unresponsive", "skipped_round_trip", "skipped_busy")
 
@@ -132,9 +142,16 @@ class Appealer:
         self._rtt_ms: deque[float] = deque(maxlen=300)
 
     @classmethod
-    def for_model(cls, spec: AppealSpec, modes: ModeTable, client: AppealClient, **options) -> "Appealer":
-        """Appeals as a model's manifest describes them, in the modes of ``modes`` that allow them."""
-        thresholds = {m: t for m, t in spec.thresholds.items() if m in modes.modes and modes.modes[m].appeals}
+    def for_model(cls, manifest: Manifest, modes: ModeTable, client: AppealClient, **options) -> "Appealer":
+        """Appeals as a model's manifest describes them, in the modes of ``modes`` that allow them.
+
+        See ``appealing_modes`` for the modes that may appeal.
+        """
+        spec = manifest.appeal
+        if spec is None:
+            raise ValueError(f"{manifest.name} has no appeal section")
+        allowed = appealing_modes(manifest, spec.big_model, modes)
+        thresholds = {m: t for m, t in spec.thresholds.items() if m in allowed}
         return cls(client, thresholds, spec.stage, spec.confidence, **options)
 
     def should_appeal(self, stage: int, confidences: dict[str, float], mode: str, time_left_s: float,

@@ -31,6 +31,7 @@ from .types import StageResult, StopReason
 __all__ = ["AnytimeEngine", "Frame", "ResultCallback"]
 
 ResultCallback = Callable[[StageResult], None]
+PUBLISH_MARGIN_S = 0.002  # an appeal's wait ends this long before the deadline: time to publish the final
 NewerFrameWaiting = Callable[[], bool]
 
 
@@ -166,7 +167,7 @@ class AnytimeEngine:
         """The big network's answer as the final result if it comes before the deadline (a newer
         frame waiting ends the wait); otherwise the last local result."""
         mode = self._mode
-        until = frame.start + mode.deadline_ms / 1000.0
+        until = frame.start + mode.deadline_ms / 1000.0 - PUBLISH_MARGIN_S
         answer = self.appealer.wait(frame.appeal, until, newer_frame_waiting)
         last = frame.results[-1]
         if answer is not None:

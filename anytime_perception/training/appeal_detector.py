@@ -92,6 +92,12 @@ def fit_predictor(predictor: DetectorPredictor, features: Tensor, little: Tensor
     return history
 
 
+def _rank_correlation(a: Tensor, b: Tensor) -> float:
+    """Spearman's rank correlation of two ``[N]`` tensors (no ties expected)."""
+    ranks = [x.argsort().argsort().double() for x in (a, b)]
+    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m anytime_perception.training.appeal_detector", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -154,18 +160,18 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     meta = {"stage": args.stage, "black_box": args.black_box}
     torch.save({"model": model.state_dict(), "config": config, "appeal_head": predictor.state_dict(),
                 "appeal": meta}, out / "last.pt")
-    little_better = val_little <= val_big
     result = {**meta, "train_samples": len(features), "final_beta": multiplier.beta,
               "final_predictor_loss": sum(h["predictor_loss"] for h in history[-20:]) / min(20, len(history)),
               "val_mean_q": float(q.mean()),
-              "val_mean_q_little_better": float(q[little_better].mean()) if little_better.any() else None,
-              "val_mean_q_big_better": float(q[~little_better].mean()) if (~little_better).any() else None,
+              # q should fall as the gain of appealing (little loss - big loss) rises: negative is right
+              "val_rank_correlation_q_gain": _rank_correlation(q, val_little - val_big),
+              "val_rank_correlation_q_little_loss": _rank_correlation(q, val_little),
               "val_little_loss": float(val_little.mean()), "val_big_loss": float(val_big.mean()), "wall_s": wall,
               "command": "python -m anytime_perception.training.appeal_detector "
                          + " ".join(sys.argv[1:] if argv is None else argv)}
     (out / "result.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("val_mean_q", "val_mean_q_little_better", "val_mean_q_big_better",
-                                              "final_beta", "wall_s")}))
+    print(json.dumps({k: result[k] for k in ("val_mean_q", "val_rank_correlation_q_gain",
+                                              "val_rank_correlation_q_little_loss", "final_beta", "wall_s")}))
     return 0
 
 
