@@ -108,11 +108,10 @@ def run(args: argparse.Namespace) -> dict:
             env["ROS_STATIC_PEERS"] = host.local_address
         server = start_node(DOMAIN, "-p", f"model:={args.big}", executable="big_model_node", env=env,
                             prefix=host.prefix() if host else None)
-        vehicle_env = {"ROS_STATIC_PEERS": host.address} if host else {}
         try:
             with node_and_probe(DOMAIN, frames[0], "-p", f"model:={args.little}", "-p", f"vehicle_mode:={args.mode}",
                                 "-p", "diagnostics_period_s:=0.2", "-p", f"score_threshold:={args.score_threshold}",
-                                "-p", "preempt_on_new_frame:=false", env=vehicle_env) as peer:
+                                "-p", "preempt_on_new_frame:=false") as peer:
                 peer.wait_until(lambda: peer.diagnostics().get("appeal_server") == "ok", 20.0)
                 start = _counts(peer.diagnostics())
                 up = _replay(peer, frames[:half], 10_000, args.rate)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -10,12 +11,24 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from netns import RemoteHost, two_hosts
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = REPO / "models" / "road_signs_anywidth"
 MODES_FILE = REPO / "config" / "modes.yaml"
 DATASETS = Path(os.environ.get("ANYTIME_DATASETS", REPO.parent / "shared" / "datasets"))
 ROAD_SIGNS = DATASETS / "road_signs"
 CIFAR10 = DATASETS / "cifar10" / "cifar10_jpg.zip"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remote_host() -> Iterator[RemoteHost | None]:
+    """A second host for the tests that cross a network (None where the machine does not allow
+    one), made before any test creates a DDS participant: Fast DDS reads the host's network
+    interfaces once per process, and a process that learns of the link later takes its peers on
+    this machine for other hosts (no shared memory for camera frames)."""
+    with two_hosts() as host:
+        yield host
 
 
 @pytest.fixture(scope="session")

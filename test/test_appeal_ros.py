@@ -14,7 +14,6 @@ from anytime_perception.runtime import AnytimeModel
 from anytime_perception.runtime.appeal import BigModel
 
 from conftest import REPO, SHIPPED_MODEL, write_tiny_model
-from netns import two_hosts
 from ros_probe import node_and_probe, start_node, stop
 
 DOMAIN = 20 + (os.getpid() + 17) % 70
@@ -41,23 +40,15 @@ def setup(tmp_path_factory):
     return little, modes
 
 
-@pytest.fixture(scope="module")
-def hosts():
-    with two_hosts() as host:
-        yield host
-
-
 def _server(host, domain: int, *args: str):
-    """big_model_node on the other host (or in another process), UDP only: nothing shared with us."""
+    """big_model_node on the other host (or in another process), UDP only: nothing shared with us.
+    On another host it names the vehicle's address as its static peer; the vehicle's own discovery
+    settings stay as they are (adding a static peer there disturbs its local camera traffic)."""
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "test" / "udp_only_profile.xml")}
     if host is not None:
         env.update(ROS_STATIC_PEERS=host.local_address)
     return start_node(domain, "-p", f"model:={SHIPPED_MODEL}", *args, executable="big_model_node", env=env,
                       prefix=host.prefix() if host else None)
-
-
-def _vehicle_env(host) -> dict[str, str]:
-    return {"ROS_STATIC_PEERS": host.address} if host is not None else {}
 
 
 def _send(peer, frames, first):
@@ -71,7 +62,8 @@ def _send(peer, frames, first):
 
 
 def test_unsure_frames_are_appealed_over_the_network_and_the_deadline_holds_when_the_server_dies(
-        setup, hosts, frames):
+        setup, remote_host, frames):
+    hosts = remote_host
     little, modes = setup
     print(f"appeal server {'on host ' + hosts.address + ' (network namespace)' if hosts else 'in another process'}")
     server = _server(hosts, DOMAIN)
@@ -79,7 +71,7 @@ def test_unsure_frames_are_appealed_over_the_network_and_the_deadline_holds_when
         sent_before = hosts.bytes_sent() if hosts else 0
         with node_and_probe(DOMAIN, frames[0], "-p", f"model:={little}", "-p", f"modes_file:={modes}",
                             "-p", "preempt_on_new_frame:=false", "-p", "diagnostics_period_s:=0.2",
-                            "-p", "score_threshold:=0.3", env=_vehicle_env(hosts)) as peer:
+                            "-p", "score_threshold:=0.3") as peer:
             assert peer.wait_until(lambda: any(m.source == "appeal" for m in _finals(peer, range(0, 10**6))), 30.0), \
                 "no appeal was ever answered"
             stamps = _send(peer, frames[1:9], 100)

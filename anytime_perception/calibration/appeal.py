@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import yaml
 
 from ..data.image_folder import load_image_folder
 from ..data.road_signs import load_split, read_rgb
@@ -42,6 +41,7 @@ from ..runtime.model import AnytimeModel
 from ..runtime.modes import ModeError, ModeTable, load_modes
 from ..runtime.preprocess import Preprocessor
 from ..runtime.types import Detection
+from .calibrate import write_section
 
 __all__ = ["AppealRecords", "appeal_stage", "collect_appeals", "classification_quality", "detection_quality", "appeal_threshold",
            "mode_appeal_thresholds", "write_appeal", "main"]
@@ -150,15 +150,8 @@ def appeal_stage(manifest: Manifest) -> int:
 def write_appeal(model_dir: str | Path, big_model: str, thresholds: dict[str, float]) -> Path:
     """Write the ``appeal`` section (the stage with q(x), the big model's name and the thresholds)
     into ``model_dir/manifest.yaml`` (checked by loading it)."""
-    path = Path(model_dir) / "manifest.yaml"
-    manifest = yaml.safe_load(path.read_text())
-    manifest["appeal"] = {"stage": appeal_stage(load_manifest(path)), "confidence": APPEAL, "big_model": big_model,
-                          "thresholds": thresholds}
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    tmp.replace(path)
-    load_manifest(path)
-    return path
+    return write_section(model_dir, "appeal", {"stage": appeal_stage(load_manifest(model_dir)), "confidence": APPEAL,
+                                               "big_model": big_model, "thresholds": thresholds})
 
 
 def _records(args: argparse.Namespace, little: AnytimeModel, big: BigModel) -> tuple[AppealRecords, int]:

@@ -17,7 +17,7 @@ from .policy import learn_policy
 from .rules import apply_thresholds, sequential_thresholds, thresholds_for_macs
 
 __all__ = ["ExitRecords", "collect", "available_rules", "rule_matrix", "policy_features", "mode_thresholds", "calibrate",
-           "write_gate"]
+           "write_gate", "write_section"]
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,16 @@ def calibrate(records: ExitRecords, modes: ModeTable, rules: list[str], policy_l
 def write_gate(model_dir: str | Path, rule: str, thresholds: dict[str, dict[str, list[float]]],
                policies: list[LinearPolicy]) -> Path:
     """Write the ``gate`` section into ``model_dir/manifest.yaml`` and check the result loads."""
+    return write_section(model_dir, "gate", {"rule": rule, **({"policy": [p.to_dict() for p in policies]}
+                                                               if policies else {}), "thresholds": thresholds})
+
+
+def write_section(model_dir: str | Path, key: str, section: dict) -> Path:
+    """Replace one top-level section of ``model_dir/manifest.yaml`` (atomically) and check that the
+    result still loads; returns the manifest's path."""
     path = Path(model_dir) / "manifest.yaml"
     manifest = yaml.safe_load(path.read_text())
-    manifest["gate"] = {"rule": rule, **({"policy": [p.to_dict() for p in policies]} if policies else {}),
-                        "thresholds": thresholds}
+    manifest[key] = section
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
     tmp.replace(path)

@@ -10,18 +10,17 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import Header
 
 from anytime_perception.srv import Appeal
 
-from ..runtime import AnytimeModel, ManifestError
+from ..runtime import AnytimeModel
 from ..runtime.appeal import BigModel
 from .conversions import SERVER_STATUS, ImageError, compressed_to_rgb, detections_to_msgs
+from .lifecycle import run_node
 from .share import resolve_share_path
 
 __all__ = ["BigModelNode", "main"]
@@ -99,21 +98,7 @@ class BigModelNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the server; a bad model or parameter ends it with a clear error (exit 1)."""
-    rclpy.init(args=args)
-    try:
-        node = BigModelNode()
-    except (ManifestError, FileNotFoundError, ValueError) as exc:
-        rclpy.logging.get_logger("big_model").fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(BigModelNode, "big_model", args)
 
 
 if __name__ == "__main__":

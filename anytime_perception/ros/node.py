@@ -12,10 +12,8 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -24,14 +22,15 @@ from std_msgs.msg import Header
 
 from anytime_perception.msg import DetectionArray
 
-from ..runtime import (AnytimeEngine, AnytimeModel, ManifestError, ModeError, ModeTable, ResultCallback,
-                       StageResult, Frame, StopReason, load_modes)
-from ..runtime.appeal import Appealer
+from ..runtime import (AnytimeEngine, AnytimeModel, Frame, ModeError, ModeTable, ResultCallback, StageResult,
+                       StopReason, load_modes)
 from ..runtime.annotate import draw_detections
+from ..runtime.appeal import Appealer
 from ..runtime.mailbox import LatestSlot
 from ..runtime.stats import PipelineStats
 from .appeal_client import RosAppealClient
 from .conversions import COMPRESSED_FORMATS, PIPELINE_STATUS, ImageError, image_to_rgb, result_to_msg, rgb_to_image
+from .lifecycle import run_node
 from .share import resolve_share_path
 
 __all__ = ["AnytimePerceptionNode", "main"]
@@ -250,25 +249,7 @@ class AnytimePerceptionNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node; a bad model, modes file or parameter ends it with a clear error (exit 1)."""
-    rclpy.init(args=args)
-    try:
-        node = AnytimePerceptionNode()
-    except (ManifestError, ModeError, FileNotFoundError, ValueError) as exc:
-        rclpy.logging.get_logger("anytime_perception").fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # a signal shut the context down while a callback was publishing: a normal exit
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(AnytimePerceptionNode, "anytime_perception", args)
 
 
 if __name__ == "__main__":

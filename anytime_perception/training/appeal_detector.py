@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from ..nets import AnyWidthDetector, build_model
 from ..nets.appeal_detector import DetectorPredictor, detector_predictor
 from ..nets.centernet import centernet_loss
 from .appeal import LagrangeMultiplier, joint_loss
+from .cli import command_line, configure_torch, run_cli
 from .dataset import RoadSignDetection
 from .train import load_checkpoint
 
@@ -127,17 +126,11 @@ def _loader(data: str, split: str, model: AnyWidthDetector, augment: bool, limit
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad data or checkpoints end it with one ``error:`` line (exit 2)."""
     args = _parse(argv)
-    try:
-        return _run(args, argv)
-    except (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args, argv))
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    configure_torch(args.threads, args.seed)
     model, config = load_detector(args.detector)
     if not 0 <= args.stage < model.num_stages - 1:
         raise ValueError(f"--stage must be an early stage (0..{model.num_stages - 2}), got {args.stage}")
@@ -167,8 +160,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
               "val_rank_correlation_q_gain": _rank_correlation(q, val_little - val_big),
               "val_rank_correlation_q_little_loss": _rank_correlation(q, val_little),
               "val_little_loss": float(val_little.mean()), "val_big_loss": float(val_big.mean()), "wall_s": wall,
-              "command": "python -m anytime_perception.training.appeal_detector "
-                         + " ".join(sys.argv[1:] if argv is None else argv)}
+              "command": command_line("anytime_perception.training.appeal_detector", argv)}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("val_mean_q", "val_rank_correlation_q_gain",
                                               "val_rank_correlation_q_little_loss", "final_beta", "wall_s")}))

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import pickle
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,11 +34,12 @@ from ..nets.macs import counted_macs
 from .appeal import LagrangeMultiplier, Renormalise, StepLoss, appeal_outputs, fit_steps, joint_step, little_step
 from .classification import ClassificationData, batches, load_classification
 from .classifier_run import predict, resnet_from_state
+from .cli import command_line, configure_torch, run_cli
 from .train import load_checkpoint
 
 __all__ = ["main", "little_from_state", "appeal_from_state", "checkpoint_of"]
 
-PROG = "python -m anytime_perception.training.appeal_run"
+MODULE = "anytime_perception.training.appeal_run"
 
 
 def checkpoint_of(path: str | Path, kinds: tuple[str, ...]) -> dict:
@@ -93,7 +92,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--resume", action="store_true")
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     little = sub.add_parser("little", parents=[common], help="pre-train the little network alone (cross-entropy)")
     little.add_argument("--arch", choices=sorted(LITTLE_NETS), default="mobilenet")
@@ -115,12 +114,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad data, flags or checkpoints end it with one ``error:`` line (exit 2)."""
     args = _parse(argv)
-    try:
-        _check(args)
-        return _run(args, argv)
-    except (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args, argv))
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -131,16 +125,15 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    _check(args)
+    configure_torch(args.threads, args.seed)
     job = _little_job(args) if args.command == "little" else _joint_job(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log, wall = _train(args, job, out / "last.pt")
     result = {"method": job.meta.get("method", "little"), "arch": job.meta["arch"], "data": str(args.data),
               **job.evaluate(), "epochs": args.epochs, "log": log, "wall_s": wall,
-              "command": f"{PROG} " + " ".join(sys.argv[1:] if argv is None else argv)}
+              "command": command_line(MODULE, argv)}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "log"}))
     return 0

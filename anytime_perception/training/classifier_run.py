@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import pickle
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tqdm import tqdm
 from ..nets.macs import counted_macs
 from ..nets.resnet_cifar import CifarResNet, resnet_cifar
 from .classification import batches, load_classification
+from .cli import command_line, configure_torch, run_cli
 from .train import load_checkpoint
 
 __all__ = ["main", "load_resnet", "resnet_from_state", "predict"]
@@ -71,17 +70,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad data or checkpoints end it with one ``error:`` line (exit 2)."""
     args = _parse(argv)
-    try:
-        return _run(args, argv)
-    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args, argv))
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    configure_torch(args.threads, args.seed)
     data = load_classification(args.data, args.train_limit, args.test_limit, flip=not args.no_flip, seed=args.seed)
     model = resnet_cifar(args.depth, len(data.classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay,
@@ -123,8 +116,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     macs = counted_macs(lambda: model.eval()(torch.zeros(1, 3, size, size)), model)
     result = {"depth": args.depth, "data": str(args.data), "test_accuracy": accuracy, "macs": macs,
               "epochs": args.epochs, "wall_s": wall,
-              "command": "python -m anytime_perception.training.classifier_run "
-                         + " ".join(sys.argv[1:] if argv is None else argv)}
+              "command": command_line("anytime_perception.training.classifier_run", argv)}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
     return 0

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from ..nets.early_exit import PLACEMENTS, EarlyExitNet, exit_points, stage_macs,
 from ..nets.macs import counted_macs
 from .classification import batches, load_classification
 from .classifier_run import load_resnet
+from .cli import command_line, configure_torch, run_cli
 from .early_exits import cross_entropy_loss, cumulative_loss, exit_outputs, fit_heads, gate_loss, hinge_loss
 from .train import load_checkpoint
 
@@ -74,17 +73,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad data or checkpoints end it with one ``error:`` line (exit 2)."""
     args = _parse(argv)
-    try:
-        return _run(args, argv)
-    except (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args, argv))
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    configure_torch(args.threads, args.seed)
     backbone, backbone_meta = load_resnet(args.backbone)
     data = load_classification(args.data, args.train_limit, args.test_limit, flip=not args.no_flip, seed=args.seed)
     if list(data.classes) != backbone_meta["classes"]:
@@ -117,7 +110,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
               "agreement_with_backbone": (predictions == predictions[-1]).float().mean(1).tolist(),
               "final_loss": sum(losses[-50:]) / max(len(losses[-50:]), 1), "wall_s": wall, "epochs": args.epochs,
               "lam": args.lam, "loss": args.loss, "placement": meta["placement"],
-              "command": "python -m anytime_perception.training.exits_run " + " ".join(sys.argv[1:] if argv is None else argv)}
+              "command": command_line("anytime_perception.training.exits_run", argv)}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("points", "cost_fraction", "exit_accuracy", "wall_s")}))
     return 0
