@@ -49,7 +49,7 @@ def _const(name: str, value: np.ndarray) -> onnx.NodeProto:
 def write_tiny_model(root: Path, confidences: list[float], macs: list[int], size: int = 64,
                      stride: int = 8, peak: tuple[int, int, int] = (1, 3, 5),
                      thresholds: dict[str, list[float]] | None = None,
-                     appeal: dict[str, float] | None = None) -> Path:
+                     appeal: dict[str, float] | None = None, labels: tuple[str, ...] = ("a", "b")) -> Path:
     """A real multi-stage ONNX model: stage k passes a carry on and emits a fixed peak and confidence.
 
     Stage k reads ``image`` and ``carry.<k-1>``; its heatmap has one peak (class, y, x) = ``peak``
@@ -61,7 +61,7 @@ def write_tiny_model(root: Path, confidences: list[float], macs: list[int], size
     grid = size // stride
     stages = []
     for k, (conf, mac) in enumerate(zip(confidences, macs)):
-        heat = np.full((1, 2, grid, grid), -6.0, np.float32)
+        heat = np.full((1, len(labels), grid, grid), -6.0, np.float32)
         heat[(0, *peak)] = 2.0 + k
         nodes = [
             _const("heatmap", heat),
@@ -83,7 +83,7 @@ def write_tiny_model(root: Path, confidences: list[float], macs: list[int], size
                        "carry_outputs": [f"carry.{k}"],
                        "head_outputs": {"heatmap": "heatmap", "size": "size", "offset": "offset"},
                        "confidence_outputs": {"confidence": "confidence"}})
-    manifest = {"format_version": 1, "name": "tiny", "task": "detection", "labels": ["a", "b"],
+    manifest = {"format_version": 1, "name": "tiny", "task": "detection", "labels": list(labels),
                 "input": {"size": size, "mean": [0, 0, 0], "std": [1, 1, 1], "pad_value": 0},
                 "decoder": {"type": "centernet", "stride": stride}, "stages": stages}
     if thresholds:

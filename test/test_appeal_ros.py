@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from anytime_perception.data.road_signs import load_split, read_rgb
+from anytime_perception.data.road_signs import CLASSES, load_split, read_rgb
 from anytime_perception.runtime import AnytimeModel
 from anytime_perception.runtime.appeal import BigModel
 
@@ -34,7 +34,8 @@ def frames(road_signs_root):
 def setup(tmp_path_factory):
     """A little model that is never sure (q = 0.2 < 0.5) and the modes file."""
     root = tmp_path_factory.mktemp("appeal")
-    little = write_tiny_model(root / "little", [0.2], [1000], appeal={"normal": 0.5, "power_saving": 0.5})
+    little = write_tiny_model(root / "little", [0.2], [1000], appeal={"normal": 0.5, "power_saving": 0.5},
+                              labels=CLASSES)
     modes = root / "modes.yaml"
     modes.write_text(MODES)
     return little, modes
@@ -150,3 +151,13 @@ def test_modes_without_appeals_missing_server_and_wrong_model_stay_local(setup, 
     finally:
         output = stop(server)
     assert server.returncode == 0 and "Traceback" not in output, output  # SIGTERM ends the server cleanly
+
+
+def test_a_big_model_on_this_machine_answers_appeals_without_a_server(setup, frames):
+    little, modes = setup
+    with node_and_probe(DOMAIN + 2, frames[0], "-p", f"model:={little}", "-p", f"modes_file:={modes}",
+                        "-p", f"appeal_local_model:={SHIPPED_MODEL}", "-p", "preempt_on_new_frame:=false") as peer:
+        finals = _finals(peer, _send(peer, frames[1:5], 500))
+        assert all(m.source == "appeal" and m.stop_reason == "appealed" for m in finals), \
+            [(m.source, m.stop_reason, m.latency_ms) for m in finals]
+    assert "appeals to road_signs_anywidth on this machine" in peer.node_output

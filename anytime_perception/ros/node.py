@@ -25,7 +25,7 @@ from anytime_perception.msg import DetectionArray
 from ..runtime import (AnytimeEngine, AnytimeModel, Frame, ModeError, ModeTable, ResultCallback, StageResult,
                        StopReason, load_modes)
 from ..runtime.annotate import draw_detections
-from ..runtime.appeal import Appealer
+from ..runtime.appeal import Appealer, BigModel, LocalAppealClient
 from ..runtime.mailbox import LatestSlot
 from ..runtime.stats import PipelineStats
 from .appeal_client import RosAppealClient
@@ -69,6 +69,10 @@ class AnytimePerceptionNode(Node):
         self.declare_parameter("appeal_format", "jpeg", ParameterDescriptor(
             read_only=True, description="how appealed frames travel: jpeg | png (lossless)"))
         self.declare_parameter("appeal_jpeg_quality", 90, read_only)
+        self.declare_parameter("appeal_local_model", "", ParameterDescriptor(
+            read_only=True, description="answer appeals with this big model on this machine (e.g. on a GPU) "
+                                        "instead of appeal_service; empty: use the service"))
+        self.declare_parameter("appeal_local_providers", ["CPUExecutionProvider"], read_only)
 
         param = self.get_parameter
         initial = self.validate_parameters([param(name) for name in (
@@ -109,14 +113,22 @@ class AnytimePerceptionNode(Node):
 
     def _appealer(self, model: AnytimeModel, modes: ModeTable) -> Appealer | None:
         """Appeals for a model with an appeal head, in the modes that allow them (None: local only)."""
-        spec, service = model.manifest.appeal, self.get_parameter("appeal_service").value
-        if spec is None or not service:
+        param = self.get_parameter
+        spec, service, local = model.manifest.appeal, param("appeal_service").value, param("appeal_local_model").value
+        if spec is None or not (service or local):
             return None
-        client = RosAppealClient(self, service, spec.big_model, self.get_parameter("appeal_format").value,
-                                 self.get_parameter("appeal_jpeg_quality").value)
+        if local:
+            big = AnytimeModel(resolve_share_path(local, "models", local), providers=list(param("appeal_local_providers").value))
+            if big.manifest.labels != model.manifest.labels:
+                raise ValueError(f"appeal_local_model {local!r}: its labels differ from the model's")
+            client, where = LocalAppealClient(BigModel(big)), f"{big.manifest.name} on this machine"
+        else:
+            client = RosAppealClient(self, service, spec.big_model, param("appeal_format").value,
+                                     param("appeal_jpeg_quality").value)
+            where = f"{spec.big_model} on {service}"
         appealer = Appealer.for_model(model.manifest, modes, client,
                                       on_health_change=lambda message: self.get_logger().warning(message))
-        self.get_logger().info(f"appeals to {spec.big_model} on {service} in modes {sorted(appealer.thresholds) or 'none'}")
+        self.get_logger().info(f"appeals to {where} in modes {sorted(appealer.thresholds) or 'none'}")
         return appealer
 
     @staticmethod
