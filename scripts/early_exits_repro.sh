@@ -7,7 +7,8 @@ DATASETS=${DATASETS:-$(cd "$(dirname "$0")/../.." && pwd)/shared/datasets}
 CIFAR=$DATASETS/cifar10/cifar10_jpg.zip
 RUNS=${RUNS:-runs/exits}
 THREADS=${THREADS:-2}
-EXIT_EPOCHS=${EXIT_EPOCHS:-3}
+EXIT_EPOCHS=${EXIT_EPOCHS:-2}
+WARMUP_EPOCHS=${WARMUP_EPOCHS:-2}  # PTEEnet: branch classifiers first (see training/early_exits.py)
 
 backbone() {  # backbone DEPTH EPOCHS
   python -m anytime_perception.training.classifier_run --data "$CIFAR" --depth "$1" --epochs "$2" \
@@ -16,7 +17,7 @@ backbone() {  # backbone DEPTH EPOCHS
 exits() {  # exits DEPTH NAME METHOD [args...]
   local depth=$1 name=$2 method=$3; shift 3
   python -m anytime_perception.training.exits_run "$method" --data "$CIFAR" --threads "$THREADS" \
-    --backbone "$RUNS/cifar10_resnet$depth/backbone/last.pt" --epochs "$EXIT_EPOCHS" \
+    --backbone "$RUNS/cifar10_resnet$depth/backbone/last.pt" --epochs "$EXIT_EPOCHS" --warmup-epochs "$WARMUP_EPOCHS" \
     --out "$RUNS/cifar10_resnet$depth/$name" "$@"
 }
 

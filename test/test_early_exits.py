@@ -26,7 +26,7 @@ from anytime_perception.runtime.model import AnytimeModel
 from anytime_perception.runtime.modes import ModeError, load_modes, parse_modes
 from anytime_perception.runtime.preprocess import Preprocessor
 from anytime_perception.training import classifier_run, exits_run
-from anytime_perception.training.early_exits import cumulative_loss, hinge_loss
+from anytime_perception.training.early_exits import branch_warmup_loss, cumulative_loss, hinge_loss
 from conftest import CIFAR10
 
 MODES = {"default_mode": "strict", "modes": {
@@ -81,6 +81,16 @@ def test_cumulative_loss_is_the_recursive_pteenet_loss():
     expected = sum(F.nll_loss(Y.log(), targets) + lam * C.mean() for Y, C in ((Y0, C0), (Y1, C1)))
     got = cumulative_loss([(y0, h0), (y1, h1), (final, torch.ones(4))], costs, lam)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_warmup_loss_is_the_cumulative_loss_with_every_exit_confident():
+    torch.manual_seed(1)
+    outputs = [(torch.randn(5, 4), torch.ones(5)) for _ in range(3)]
+    costs = torch.tensor([0.2, 0.5, 1.0])
+    warmup = branch_warmup_loss(outputs, torch.zeros(5, dtype=torch.long), costs)
+    assert warmup.item() == pytest.approx(cumulative_loss(outputs, costs, lam=0.0).item(), rel=1e-5)
+    targets = outputs[-1][0].argmax(1)
+    assert warmup.item() == pytest.approx(sum(F.cross_entropy(y, targets).item() for y, _ in outputs[:-1]), rel=1e-6)
 
 
 def test_hinge_loss_and_gate_distance():

@@ -4,6 +4,10 @@
   prediction ``Y_n = h_n y_n + (1 - h_n) Y_{n+1}`` and cost ``C_n = h_n c_n + (1 - h_n) C_{n+1}``
   (the last exit: ``Y_N = y_N``, ``C_N = c_N``), loss ``sum_n CE(Y_n, t) + lambda C_n``. The
   targets ``t`` are the backbone's own predictions: no dataset labels are used.
+- ``branch_warmup_loss``: the same loss with every confidence fixed at 1 (``sum_n CE(y_n, t)``).
+  On a frozen backbone ``Y_N`` already matches ``t``, so the cumulative loss first drives every
+  ``h_n`` to 0, and a branch's classifier, whose gradient is scaled by ``h_n``, stops learning at
+  chance level; a warm-up with this loss teaches the branches to classify first.
 - ``hinge_loss`` (d-gates): one-vs-all multi-class hinge on each gate's class scores, labels
   from the dataset; ``cross_entropy_loss`` trains the same gates for the comparison.
 """
@@ -18,7 +22,7 @@ from tqdm import tqdm
 
 from ..nets.early_exit import EarlyExitNet
 
-__all__ = ["cumulative_loss", "hinge_loss", "cross_entropy_loss", "gate_loss", "fit_heads", "exit_outputs"]
+__all__ = ["cumulative_loss", "branch_warmup_loss", "hinge_loss", "cross_entropy_loss", "gate_loss", "fit_heads", "exit_outputs"]
 
 # (outputs of every exit, dataset labels, normalised cost of every exit) -> loss
 HeadLoss = Callable[[list[tuple[Tensor, Tensor]], Tensor, Tensor], Tensor]
@@ -38,6 +42,12 @@ def cumulative_loss(outputs: list[tuple[Tensor, Tensor]], costs: Tensor, lam: fl
         cost = h.squeeze(1) * costs[n] + (1 - h.squeeze(1)) * cost
         loss = loss + F.nll_loss(cumulative.clamp_min(1e-12).log(), targets) + lam * cost.mean()
     return loss
+
+
+def branch_warmup_loss(outputs: list[tuple[Tensor, Tensor]], _labels: Tensor, _costs: Tensor) -> Tensor:
+    """Every branch's cross-entropy against the backbone's predictions (confidences unused)."""
+    targets = outputs[-1][0].argmax(1)
+    return sum(F.cross_entropy(logits, targets) for logits, _ in outputs[:-1])
 
 
 def hinge_loss(scores: Tensor, labels: Tensor) -> Tensor:

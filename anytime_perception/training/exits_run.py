@@ -24,7 +24,8 @@ from ..nets.macs import counted_macs
 from .classification import batches, load_classification
 from .classifier_run import load_resnet
 from .cli import command_line, configure_torch, run_cli
-from .early_exits import cross_entropy_loss, cumulative_loss, exit_outputs, fit_heads, gate_loss, hinge_loss
+from .early_exits import (branch_warmup_loss, cross_entropy_loss, cumulative_loss, exit_outputs, fit_heads,
+                          gate_loss, hinge_loss)
 from .train import load_checkpoint
 
 __all__ = ["main", "load_exit_net", "exit_net_from_state"]
@@ -59,7 +60,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--convs", type=int, default=1, help="conv blocks per ConvX branch")
     p.add_argument("--lam", type=float, default=0.5, help="PTEEnet cost weight lambda")
     p.add_argument("--loss", choices=("hinge", "ce"), default="hinge", help="decision-gate training loss")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=5, help="epochs of the exit loss (PTEEnet: the cumulative loss)")
+    p.add_argument("--warmup-epochs", type=int, default=1,
+                   help="pteenet: epochs of branch classifiers alone on the backbone's predictions first")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--no-flip", action="store_true")
@@ -91,10 +94,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     costs = torch.tensor(macs, dtype=torch.float32).cumsum(0) / backbone_macs
     loss = ((lambda outputs, _labels, c: cumulative_loss(outputs, c, args.lam)) if args.method == "pteenet"
             else gate_loss(hinge_loss if args.loss == "hinge" else cross_entropy_loss))
-    steps = args.epochs * (len(data.train_labels) // args.batch_size)
+    epoch = len(data.train_labels) // args.batch_size
+    stream = batches(data, args.batch_size, torch.Generator().manual_seed(args.seed))
     start = time.time()
-    losses = fit_heads(net, batches(data, args.batch_size, torch.Generator().manual_seed(args.seed)), steps, loss, costs,
-                       args.lr, desc=args.method)
+    if args.method == "pteenet" and args.warmup_epochs:
+        fit_heads(net, stream, args.warmup_epochs * epoch, branch_warmup_loss, costs, args.lr, desc="warm-up")
+    losses = fit_heads(net, stream, args.epochs * epoch, loss, costs, args.lr, desc=args.method)
     wall = time.time() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +114,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
               "exit_accuracy": (predictions == data.test_labels).float().mean(1).tolist(),
               "agreement_with_backbone": (predictions == predictions[-1]).float().mean(1).tolist(),
               "final_loss": sum(losses[-50:]) / max(len(losses[-50:]), 1), "wall_s": wall, "epochs": args.epochs,
+              "warmup_epochs": args.warmup_epochs if args.method == "pteenet" else 0,
               "lam": args.lam, "loss": args.loss, "placement": meta["placement"],
               "command": command_line("anytime_perception.training.exits_run", argv)}
     (out / "result.json").write_text(json.dumps(result, indent=2))
