@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from anytime_perception.eval import stepping_report
 from anytime_perception.export.stages import verify_stages
 from anytime_perception.export.stepping import export_stepping
 from anytime_perception.nets.slimmable import SlimmableClassifier, fit_ratios
@@ -77,6 +78,29 @@ def test_increments_equal_the_dense_masked_subnets(spec):
             assert torch.allclose(model(x, subnet), reference, atol=1e-4)
 
 
+@pytest.mark.parametrize("spec", [LENET_3C1L.expanded(0.5), LENET_5.expanded(2.0)], ids=lambda s: s.name)
+def test_training_forward_equals_the_increments(spec):
+    """Training runs each subnet fused (one masked op per layer): same outputs and gradients."""
+    model = _random_levels(SteppingNet(spec, 3), seed=4).train()
+    x = torch.randn(8, 3, 32, 32)
+    for subnet in range(3):
+        scales = [torch.ones(w, requires_grad=True) for w in model.widths]
+        fused = model(x, subnet, scales)
+        fused.square().sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()] + [r.grad.clone() for r in scales]
+        model.zero_grad()
+        scales = [torch.ones(w, requires_grad=True) for w in model.widths]
+        carry = {}
+        for k in range(subnet + 1):
+            new, increments = model.forward_increment(x, carry, k, scales)
+            carry.update(new)
+        increments.square().sum().backward()
+        reference = [p.grad.clone() for p in model.parameters()] + [r.grad.clone() for r in scales]
+        model.zero_grad()
+        assert torch.allclose(fused, increments, atol=1e-4)
+        assert all(torch.allclose(g, r, atol=1e-3) for g, r in zip(grads, reference))
+
+
 def test_new_neurons_never_feed_old_ones():
     """Changing a level-2 neuron's weights leaves subnets 0 and 1 bit-identical."""
     model = _random_levels(SteppingNet(LENET_3C1L, 3), seed=1)
@@ -132,26 +156,72 @@ def test_construction_meets_mac_targets(cifar):
     assert macs == sorted(macs) and all(m <= t for m, t in zip(macs, targets))
     assert macs[0] >= 0.5 * targets[0]  # moved just past the target, not emptied
     assert all(int((model.levels(l) == 4).sum()) > 0 for l in range(model.num_hidden))  # some removed
-    assert all(int((model.levels(l) == i).sum()) > 0 for l in range(model.num_hidden) for i in range(4)) or \
-        all(model.macs(i) > model.macs(i - 1) for i in range(1, 4))  # every subnet adds neurons
+    assert all(model.macs(i) > model.macs(i - 1) for i in range(1, 4))  # every subnet adds neurons
+    assert _no_idle_neurons(model)  # ... and every one of them reaches its subnet's output
+
+
+def _with_increment(model: SteppingNet) -> SteppingNet:
+    """Every layer's last neuron in subnet 1, so a move into level 1 keeps the increment connected."""
+    for l, width in enumerate(model.widths):
+        model.set_levels(l, (torch.arange(width) == width - 1).long())
+    return model
+
+
+def _no_idle_neurons(model: SteppingNet) -> bool:
+    return not any(mask.any() for mask in model.idle_neurons())
 
 
 def test_move_neurons_moves_least_important_first():
-    model = SteppingNet(LENET_5.expanded(2.0), 2)
+    model = _with_increment(SteppingNet(LENET_5.expanded(2.0), 2))
     importance = [torch.arange(w, dtype=torch.float) + 100 * l for l, w in enumerate(model.widths)]
-    targets = [model.macs(0) // 2, model.macs(0)]
-    move_neurons(model, importance, targets, chunk=1, min_neurons=1)
+    move_neurons(model, importance, [model.macs(0) // 2, model.macs(1)], chunk=1, min_neurons=1)
     moved = [torch.nonzero(model.levels(l) == 1).squeeze(1).tolist() for l in range(model.num_hidden)]
-    assert moved[0] == [0]  # one neuron, the globally least important, covers the 1-MAC chunk
-    assert sum(len(m) for m in moved) == 1
+    assert moved[0] == [0, 11]  # one neuron, the globally least important, covers the 1-MAC chunk
+    assert moved[1:] == [[31], [239], [167]]
 
 
 def test_per_mac_ranking_moves_the_neuron_that_saves_most():
-    model = SteppingNet(LENET_5.expanded(2.0), 2)
+    model = _with_increment(SteppingNet(LENET_5.expanded(2.0), 2))
     equal = [torch.ones(w) for w in model.widths]
-    move_neurons(model, equal, [model.macs(0) // 2, model.macs(0)], chunk=1, per_mac=True)
+    move_neurons(model, equal, [model.macs(0) // 2, model.macs(1)], chunk=1, ranking="importance_per_mac")
     moved = [int((model.levels(l) == 1).sum()) for l in range(model.num_hidden)]
-    assert moved == [1, 0, 0, 0]  # a first-layer channel: by far the most MACs per neuron
+    assert moved == [2, 1, 1, 1]  # a first-layer channel: by far the most MACs per neuron
+
+
+def test_layer_relative_ranking_ignores_each_layers_scale():
+    model = _with_increment(SteppingNet(LENET_5.expanded(2.0), 2))
+    importance = [torch.ones(w) for w in model.widths]
+    importance[0] = 100 * torch.arange(1.0, 13.0)  # first layer: large scale, channel 0 far below its mean
+    importance[3][0] = 0.5  # smallest absolute importance, but only half its layer's mean
+    move_neurons(model, importance, [model.macs(0) // 2, model.macs(1)], chunk=1, ranking="layer_relative")
+    assert int(model.levels(0)[0]) == 1 and int(model.levels(3)[0]) == 0
+
+
+def test_move_neurons_keeps_every_increment_connected():
+    """A subnet never pays for neurons that cannot reach its output (a level-k neuron feeds only
+    levels >= k, so every later layer needs a level-k neuron)."""
+    model = SteppingNet(LENET_5.expanded(2.0), 3)
+    importance = [torch.full((w,), 10.0) for w in model.widths]
+    importance[0][0] = 0.0  # least important: a first-layer channel, but no later layer has level 1
+    full = model.macs(0)
+    move_neurons(model, importance, [full // 2, full, full], chunk=1)
+    assert _no_idle_neurons(model) and int((model.levels(3) == 1).sum()) == 1  # the chain starts at the output
+
+    model = _with_increment(SteppingNet(LENET_5.expanded(2.0), 3))
+    importance = [torch.full((w,), 10.0) for w in model.widths]
+    importance[3][-1] = 0.0  # least important: the last link of increment 1 to the output
+    move_neurons(model, importance, [model.macs(0), model.macs(0) + 1, model.macs(1)], chunk=1)
+    assert _no_idle_neurons(model) and int((model.levels(3) == 1).sum()) == 1
+
+
+def test_move_neurons_stops_just_under_the_target():
+    """Near its target a subnet moves a cheap neuron rather than a whole first-layer channel."""
+    model = _with_increment(SteppingNet(LENET_5.expanded(2.0), 2))
+    importance = [torch.full((w,), 10.0) for w in model.widths]
+    importance[0][0] = 0.0  # least important, but moving it saves > 58k MACs
+    target = model.macs(0) - 500
+    move_neurons(model, importance, [target, model.macs(1)], chunk=1e9)
+    assert int(model.levels(0)[0]) == 0 and target - 300 <= model.macs(0) <= target
 
 
 def test_baselines_hit_the_same_mac_points():
@@ -209,9 +279,12 @@ def test_cli_trains_resumes_and_exports(tmp_path, cifar):
             "--out", str(tmp_path / "step")]
     assert stepping_run.main([*step, "--epochs", "1"]) == 0
     assert stepping_run.main([*step, "--epochs", "2", "--resume"]) == 0  # continues, no second construction
+    wall = json.loads((tmp_path / "step" / "result.json").read_text())["wall_s"]
+    assert stepping_run.main([*step, "--epochs", "2", "--resume"]) == 0  # nothing left: evaluates only
     result = json.loads((tmp_path / "step" / "result.json").read_text())
     assert len(result["subnet_accuracy"]) == 4 and result["macs_fraction"] == sorted(result["macs_fraction"])
-    assert result["macs_fraction"][-1] <= 0.85 + 1e-9 and "construct" in result["wall_s"]
+    assert result["macs_fraction"][-1] <= 0.85 + 1e-9
+    assert result["wall_s"].keys() == {"construct", "train"} and result["wall_s"] == pytest.approx(wall, abs=1.0)
     from anytime_perception.export.__main__ import main as export_main
     export_main(["--checkpoint", str(tmp_path / "step" / "last.pt"), "--out", str(tmp_path / "model")])
     runtime = AnytimeModel(tmp_path / "model")
@@ -226,3 +299,21 @@ def test_cli_refuses_bad_inputs_with_one_line(tmp_path, capsys):
     assert stepping_run.main(["stepping", "--data", str(CIFAR10), "--train-limit", "256", "--test-limit", "64",
                               "--teacher", str(corrupt), "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_report_writes_table_structure_and_plots(tmp_path):
+    common = {"arch": "lenet5", "original_macs": 1000, "command": "python -m ...", "wall_s": {"train": 60.0}}
+    runs = {"original": {"subnet_accuracy": [0.7], "macs_fraction": [1.0]},
+            "stepping": {"subnet_accuracy": [0.4, 0.5, 0.6, 0.65], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
+                         "level_counts": [[1, 1, 2, 2, 6], [10, 0, 0, 0, 30]],
+                         "wall_s": {"construct": 120.0, "train": 60.0}},
+            "anywidth": {"subnet_accuracy": [0.3, 0.5, 0.6, 0.66], "macs_fraction": [0.15, 0.3, 0.6, 0.85]}}
+    for method, result in runs.items():
+        (tmp_path / "runs" / "cifar10_lenet5" / method).mkdir(parents=True)
+        (tmp_path / "runs" / "cifar10_lenet5" / method / "result.json").write_text(json.dumps({**common, **result}))
+    assert stepping_report.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    tables = (tmp_path / "out" / "steppingnet_tables.md").read_text()
+    assert "| SteppingNet | 40.00 / 14.00 / 0.571 |" in tables and "paper's SteppingNet (original 74.96 %)" in tables
+    assert "| stepping | 1 / 2 / 4 / 6 (of 12) | 10 / 10 / 10 / 10 (of 40) |" in tables
+    assert "| stepping | 3.0 (construct 2.0, train 1.0) |" in tables
+    assert (tmp_path / "out" / "steppingnet_cifar10_lenet5.png").stat().st_size > 0

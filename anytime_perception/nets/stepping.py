@@ -9,8 +9,9 @@ the logits of subnet ``i`` are the bias plus the contributions of the inputs of 
 so they grow additively, one increment per subnet.
 
 ``forward_increment(image, carry, k)`` computes exactly the neurons of level ``k`` from the cached
-activations of levels ``< k`` and adds their share to the logits; training (``forward``) and the
-per-increment ONNX export both use it, so what is exported is what was trained. Weights may also
+activations of levels ``< k`` and adds their share to the logits; evaluation and the per-increment
+ONNX export use it. Training computes the same function with one masked op per layer (fewer, larger
+ops; the tests check outputs and gradients equal the increments'). Weights may also
 be pruned by magnitude with revivable (straight-through) masks. With one subnet and every level
 0 the class is a plain CNN: the original network SteppingNet starts from.
 """
@@ -150,6 +151,26 @@ class SteppingNet(nn.Module):
                             for h in range(self.num_hidden)]
         return self._groups[l]
 
+    def level_counts(self) -> Tensor:
+        """[num_hidden, num_subnets + 1]: how many neurons of each level (last: removed) each layer has."""
+        return torch.stack([torch.bincount(self.levels(l), minlength=self.num_subnets + 1)
+                            for l in range(self.num_hidden)])
+
+    def idle_neurons(self) -> list[Tensor]:
+        """Per hidden layer, a mask of the neurons that cannot reach the output of their own subnet.
+
+        A level-``k`` neuron feeds only neurons of level ``>= k`` and subnet ``k`` has none above
+        ``k``, so it reaches subnet ``k``'s output only if every later hidden layer has a level-``k``
+        neuron; otherwise subnet ``k`` (and its exported increment) spends its MACs for nothing.
+        """
+        present = self.level_counts()[:, : self.num_subnets] > 0  # [layer, level]
+        idle = []
+        for l in range(self.num_hidden):
+            connected = present[l + 1:].all(0)  # per level: every later layer has one
+            levels = self.levels(l)
+            idle.append((levels < self.num_subnets) & ~connected[levels.clamp(max=self.num_subnets - 1)])
+        return idle
+
     def input_levels(self, l: int) -> np.ndarray:
         """Level of every input feature of weighted layer ``l`` (image channels: level 0)."""
         if l == 0:
@@ -248,32 +269,60 @@ class SteppingNet(nn.Module):
             if idx_out.shape[0] == 0:
                 continue
             x, idx_in = self._layer_input(l, image, carry, new, k)
-            w = self._weight(l)[idx_out][:, idx_in]
-            if l < len(self.convs):
-                spec = self.spec.convs[l]
-                h = F.conv2d(x, w, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
-                h = F.relu(self._norm(l, h, idx_out))
-                h = F.max_pool2d(h, 2) if spec.pool else h
-            else:
-                h = F.relu(F.linear(x, w, self.fcs[l - len(self.convs)].bias[idx_out]))
-            if scales is not None:
-                h = h * scales[l][idx_out].view((1, -1) + (1,) * (h.dim() - 2))
-            new[f"h{l}.{k}"] = h
+            h = self._hidden(l, x, self._weight(l)[idx_out][:, idx_in], idx_out)
+            new[f"h{l}.{k}"] = self._scaled(h, scales, l, idx_out)
         last = self.num_hidden - 1
-        if k == 0:
-            logits = self.out.bias.view((1, -1) + (1,) * (self.out.weight.dim() - 2))
-        else:
-            logits = carry[f"logits.{k - 1}"]
+        logits = self._bias() if k == 0 else carry[f"logits.{k - 1}"]
         if f"h{last}.{k}" in new:
-            x, idx = new[f"h{last}.{k}"], self._features(last, self.groups(last)[k])
-            w = self._weight(self.num_hidden)[:, idx]
-            logits = logits + (F.conv2d(x, w) if self.spec.head == "conv" else F.linear(x.flatten(1), w))
+            logits = logits + self._output(new[f"h{last}.{k}"], self._features(last, self.groups(last)[k]))
         new[f"logits.{k}"] = logits
         return new, logits
 
+    def _hidden(self, l: int, x: Tensor, w: Tensor, idx_out: Tensor) -> Tensor:
+        """Neurons ``idx_out`` of hidden layer ``l`` from input ``x`` and their weight rows ``w``."""
+        if l >= len(self.convs):
+            return F.relu(F.linear(x, w, self.fcs[l - len(self.convs)].bias[idx_out]))
+        spec = self.spec.convs[l]
+        h = F.conv2d(x, w, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
+        h = F.relu(self._norm(l, h, idx_out))
+        return F.max_pool2d(h, 2) if spec.pool else h
+
+    @staticmethod
+    def _scaled(h: Tensor, scales: list[Tensor] | None, l: int, idx: Tensor) -> Tensor:
+        """``h`` times the importance scales ``r`` of its neurons (no-op without scales)."""
+        return h if scales is None else h * scales[l][idx].view((1, -1) + (1,) * (h.dim() - 2))
+
+    def _bias(self) -> Tensor:
+        return self.out.bias.view((1, -1) + (1,) * (self.out.weight.dim() - 2))
+
+    def _output(self, x: Tensor, cols: Tensor) -> Tensor:
+        """The output layer's contribution of input features ``cols`` (``x``: their activations)."""
+        w = self._weight(self.num_hidden)[:, cols]
+        return F.conv2d(x, w) if self.spec.head == "conv" else F.linear(x.flatten(1), w)
+
+    def _forward_fused(self, image: Tensor, subnet: int, scales: list[Tensor] | None) -> Tensor:
+        """Subnet ``subnet`` layer by layer over all its neurons at once, the weights masked to
+        ``level(in) <= level(out)``: the function of the summed increments in fewer, larger ops."""
+        x, cols = image, torch.arange(3, device=image.device)
+        for l in range(self.num_hidden):
+            idx = torch.cat(self.groups(l)[: subnet + 1])  # neurons of subnet ``subnet``, by level
+            x = x.flatten(1) if l == len(self.convs) else x  # [N, C, H, W] -> [N, C*H*W] before FC
+            in_levels = torch.as_tensor(self.input_levels(l), device=x.device)[cols]
+            mask = in_levels[None, :] <= self.levels(l)[idx][:, None]  # [out, in]
+            w = self._weight(l)[idx][:, cols]
+            h = self._hidden(l, x, w * mask.view(mask.shape + (1,) * (w.dim() - 2)), idx)
+            x, cols = self._scaled(h, scales, l, idx), self._features(l, idx)
+        return self._bias() + self._output(x, cols)
+
     def forward(self, image: Tensor, subnet: int | None = None, scales: list[Tensor] | None = None) -> Tensor:
-        """Logits of subnet ``subnet`` (default: the largest)."""
+        """Logits of subnet ``subnet`` (default: the largest).
+
+        In training mode the subnet is computed fused (``_forward_fused``: one masked op per layer,
+        the fast way to train); otherwise as its increments, exactly what the export runs.
+        """
         subnet = self.num_subnets - 1 if subnet is None else subnet
+        if self.training:
+            return self._forward_fused(image, subnet, scales)
         carry: Carry = {}
         for k in range(subnet + 1):
             new, logits = self.forward_increment(image, carry, k, scales)

@@ -24,12 +24,15 @@ from tqdm import tqdm
 
 from ..nets.stepping import SteppingNet
 
-__all__ = ["SteppingConfig", "fit", "construct", "move_neurons", "update_pruning", "assign_regular_levels",
+__all__ = ["SteppingConfig", "RANKINGS", "fit", "construct", "move_neurons", "update_pruning", "assign_regular_levels",
            "suppress_gradients"]
 
 Batches = Iterator[tuple[Tensor, Any]]
 # (output of a subnet, labels, the teacher's output or None) -> loss
 Loss = Callable[[Tensor, Any, "Tensor | None"], Tensor]
+
+
+RANKINGS = ("importance", "layer_relative", "importance_per_mac")
 
 
 @dataclass
@@ -44,12 +47,16 @@ class SteppingConfig:
     temperature: float = 1.0  # of the KL term
     prune_threshold: float = 0.05  # prune |w| below this fraction of the layer's mean |w|
     min_neurons: int = 1  # every subnet keeps at least this many neurons per layer
-    # which neurons move first: the least important (the paper), or the least important per MAC
-    # the move saves ("importance_per_mac": cheap neurons such as FC units are not emptied first)
+    # which neurons move first (``RANKINGS``): the least important (the paper), the least important
+    # relative to the other candidates of the same layer, or the least important per MAC saved
     ranking: str = "importance"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"ranking must be one of {RANKINGS}, got {self.ranking!r}")
 
 
 def make_optimizer(model: nn.Module, cfg: SteppingConfig) -> torch.optim.Optimizer:
@@ -163,30 +170,85 @@ def _move_saving(model: SteppingNet, l: int, j: int, i: int) -> int:
     return saving
 
 
+def _can_move(counts: Tensor, l: int, i: int, min_neurons: int) -> bool:
+    """Whether a level-``i`` neuron of layer ``l`` may move to level ``i + 1`` (``counts``:
+    ``SteppingNet.level_counts``): subnet ``i`` keeps ``min_neurons`` in the layer, and no neuron
+    becomes idle (``SteppingNet.idle_neurons``): the move neither takes the last level-``i`` neuron
+    from a layer that earlier level-``i`` neurons feed through, nor puts the neuron into a level that
+    some later layer lacks (out of the last subnet = removed, always connected)."""
+    if int(counts[l, : i + 1].sum()) <= min_neurons:
+        return False
+    if int(counts[l, i]) == 1 and bool((counts[:l, i] > 0).any()):
+        return False
+    removed = counts.shape[1] - 1
+    return i + 1 == removed or bool((counts[l + 1:, i + 1] > 0).all())
+
+
+def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, target: int,
+          min_neurons: int) -> int | None:
+    """Index in ``ranked`` (``_ranked``, ascending) of the next neuron to move out of subnet ``i``:
+    the least important allowed one (``_can_move``) whose saving keeps the subnet at or above
+    ``target``; if every allowed move goes below it, the one that saves least (the subnet lands
+    just under its target instead of a whole first-layer channel under it). None if none is allowed."""
+    counts = model.level_counts()
+    excess = model.macs(i) - target
+    savings: dict[int, int] = {}
+    for k, (_, l, j) in enumerate(ranked):
+        if _can_move(counts, l, i, min_neurons):
+            savings[k] = _move_saving(model, l, j, i)
+            if savings[k] <= excess:
+                return k
+    return min(savings, key=savings.__getitem__, default=None)
+
+
+def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
+            min_neurons: int) -> list[tuple[float, int, int]]:
+    """(score, layer, neuron) of the level-``i`` neurons that may leave subnet ``i``, ascending.
+
+    ``importance``: the paper's ``M_j``. ``layer_relative``: ``M_j`` over the mean ``M`` of the
+    layer's level-``i`` neurons, so layers shrink by their own spread of importance instead of by
+    their scale (a conv channel sums its importance over every position, an FC unit has one).
+    ``importance_per_mac``: ``M_j`` over the MACs the move saves.
+    """
+    ranked = []
+    for l in range(model.num_hidden):
+        if int((model.levels(l) <= i).sum()) <= min_neurons:
+            continue
+        idx = torch.nonzero(model.levels(l) == i).squeeze(1)
+        scores = importance[l][idx]
+        if ranking == "layer_relative":
+            scores = scores / scores.mean().clamp(min=1e-12)
+        elif ranking == "importance_per_mac":
+            scores = scores / torch.tensor([max(1, _move_saving(model, l, int(j), i)) for j in idx])
+        elif ranking != "importance":
+            raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
+        ranked += [(float(v), l, int(j)) for v, j in zip(scores, idx)]
+    return sorted(ranked)
+
+
 def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int], chunk: float,
-                 min_neurons: int = 1, per_mac: bool = False) -> int:
+                 min_neurons: int = 1, ranking: str = "importance") -> int:
     """Move the least important neurons (MACs just over ``chunk``) out of every subnet over its target.
 
     Subnets are visited from the largest down, so a neuron moves at most one level per call;
-    moving out of the last subnet removes the neuron; every subnet keeps ``min_neurons`` per layer.
-    With ``per_mac`` neurons are ranked by importance per MAC the move saves. Returns the number
-    of neurons moved.
+    moving out of the last subnet removes the neuron. Neurons are ranked by ``ranking`` (one of
+    ``RANKINGS``, see ``_ranked``). Only moves that keep every subnet's new neurons connected to its
+    output are made (``_can_move``), so each increment pays only for neurons that change its output;
+    near its target a subnet skips neurons that would take it below the target (``_pick``).
+    Returns the number of neurons moved.
     """
     moved = 0
     for i in reversed(range(model.num_subnets)):
         if not _over_target(model, i, targets):
             continue
-        movable = [l for l in range(model.num_hidden) if int((model.levels(l) <= i).sum()) > min_neurons]
-        candidates = sorted(
-            (float(importance[l][j]) / (max(1, _move_saving(model, l, int(j), i)) if per_mac else 1), l, int(j))
-            for l in movable for j in torch.nonzero(model.levels(l) == i).squeeze(1))
+        ranked = _ranked(model, importance, i, ranking, min_neurons)
         start = model.macs(i)
-        for _, l, j in candidates:
-            if start - model.macs(i) >= chunk or not _over_target(model, i, targets):
+        while start - model.macs(i) < chunk and _over_target(model, i, targets):
+            pick = _pick(model, ranked, i, targets[i], min_neurons)
+            if pick is None:
                 break
+            _, l, j = ranked.pop(pick)
             levels = model.levels(l).clone()
-            if int((levels <= i).sum()) <= min_neurons:
-                continue
             levels[j] = i + 1
             model.set_levels(l, levels)
             moved += 1
@@ -204,9 +266,6 @@ def construct(model: SteppingNet, data: Batches, loss_fn: Loss, targets: list[in
     expanded_total = SteppingNet(model.spec, 1).macs(0)  # P_t: the whole expanded network
     chunk = (expanded_total - targets[0]) / cfg.iterations
     importance = [torch.zeros(w) for w in model.widths]
-    if cfg.ranking not in ("importance", "importance_per_mac"):
-        raise ValueError(f"ranking must be 'importance' or 'importance_per_mac', got {cfg.ranking!r}")
-    per_mac = cfg.ranking == "importance_per_mac"
     bar = tqdm(range(start_iteration, cfg.iterations), initial=start_iteration, total=cfg.iterations,
                desc="construct", mininterval=5)
     for iteration in bar:
@@ -216,14 +275,14 @@ def construct(model: SteppingNet, data: Batches, loss_fn: Loss, targets: list[in
             images, labels = next(data)
             train_batch(model, optimizer, images, labels, loss_fn, cfg, None, cfg.beta, importance)
         sparsity = update_pruning(model, cfg.prune_threshold)
-        move_neurons(model, importance, targets, chunk, cfg.min_neurons, per_mac)
+        move_neurons(model, importance, targets, chunk, cfg.min_neurons, cfg.ranking)
         bar.set_postfix({"MACs": "/".join(f"{model.macs(i) / targets[i]:.2f}" for i in range(model.num_subnets)),
                          "sparsity": f"{sparsity:.2f}"}, refresh=False)
         if on_iteration is not None:
             on_iteration(iteration + 1, optimizer)
     # targets not reached within N_t iterations: keep moving by the last importance, no training
     while any(_over_target(model, i, targets) for i in range(model.num_subnets)):
-        if move_neurons(model, importance, targets, chunk, cfg.min_neurons, per_mac) == 0:
+        if move_neurons(model, importance, targets, chunk, cfg.min_neurons, cfg.ranking) == 0:
             break
     return optimizer
 

@@ -102,6 +102,20 @@ class _Run:
         self.state = load_checkpoint(self.path) if args.resume and self.path.exists() else {}
         if self.state:
             model.load_state_dict(self.state["model"])
+        self.wall: dict[str, float] = dict(self.state.get("wall", {}))  # seconds per phase, across resumes
+        self._phase, self._since = "", time.time()
+
+    def phase(self, name: str) -> None:
+        """Charge the wall time from now on to phase ``name`` ("": none)."""
+        self._clock()
+        self._phase = name
+
+    def _clock(self) -> None:
+        now = time.time()
+        if self._phase:
+            self.wall[self._phase] = self.wall.get(self._phase, 0.0) + now - self._since
+        self._since = now
+        self.state["wall"] = self.wall
 
     def progress(self, key: str) -> int:
         return int(self.state.get(key, 0))
@@ -115,6 +129,11 @@ class _Run:
 
     def save(self, key: str, value: int, optimizer: torch.optim.Optimizer) -> None:
         self.state.update({key: value, "optimizer": optimizer.state_dict(), "optimizer_phase": key})
+        self.write()
+
+    def write(self) -> None:
+        """Checkpoint the model and the state, wall time included."""
+        self._clock()
         torch.save({**self.state, "model": self.model.state_dict(), "meta": self.meta}, self.path)
 
 
@@ -182,37 +201,31 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.method == "slimmable":
         meta["ratios"] = list(model.ratios)
     run = _Run(args, meta, model)
-    wall: dict[str, float] = dict(run.state.get("wall", {}))
     kd_teacher = None if args.no_kd else teacher
-
-    def timed(phase: str, job) -> None:
-        start = time.time()
-        job()
-        wall[phase] = wall.get(phase, 0.0) + time.time() - start
-        run.state["wall"] = wall
-
-    if args.method == "stepping":
-        def build() -> None:
-            construct(model, task.stream, task.loss, targets, cfg, run.progress("iteration"),
-                      run.optimizer(cfg, "iteration"), on_iteration=lambda it, o: run.save("iteration", it, o))
-        if run.progress("iteration") < cfg.iterations or "construct" not in wall:
-            timed("construct", build)
+    if args.method == "stepping" and not run.state.get("constructed"):
+        run.phase("construct")
+        construct(model, task.stream, task.loss, targets, cfg, run.progress("iteration"),
+                  run.optimizer(cfg, "iteration"), on_iteration=lambda it, o: run.save("iteration", it, o))
+        run.state["constructed"] = True
     steps = args.epochs * task.steps_per_epoch
     if run.progress("step") < steps:
-        def train() -> None:
-            fit(model, task.stream, task.loss, steps, cfg, kd_teacher if args.method != "original" else None, cfg.beta,
-                run.progress("step"), run.optimizer(cfg, "step"), lambda s, o: run.save("step", s, o),
-                task.steps_per_epoch, desc="retrain" if args.method == "stepping" else args.method)
-        timed("train", train)
+        run.phase("train")
+        fit(model, task.stream, task.loss, steps, cfg, kd_teacher if args.method != "original" else None, cfg.beta,
+            run.progress("step"), run.optimizer(cfg, "step"), lambda s, o: run.save("step", s, o),
+            task.steps_per_epoch, desc="retrain" if args.method == "stepping" else args.method)
+    run.phase("")
+    run.write()
     metrics = task.evaluate(model)
     macs = [model.macs(i) for i in range(model.num_subnets)]
     result = {
         "method": args.method, "arch": args.arch, "task": task.name, "data": str(args.data),
         **{f"subnet_{name}": values for name, values in metrics.items()},
         "subnet_macs": macs, "original_macs": original_macs,
+        # neurons per hidden layer at each level (last column: removed): the constructed structure
+        **({"level_counts": model.level_counts().tolist()} if isinstance(model, SteppingNet) else {}),
         "macs_fraction": [m / original_macs for m in macs], "targets": targets,
         **({f"teacher_{name}": values[0] for name, values in task.evaluate(teacher).items()} if teacher else {}),
-        "wall_s": wall, "epochs": args.epochs, "batch_size": args.batch_size, "kd": kd_teacher is not None,
+        "wall_s": run.wall, "epochs": args.epochs, "batch_size": args.batch_size, "kd": kd_teacher is not None,
         "beta": cfg.beta, "expansion": expansion if args.method in ("stepping", "anywidth") else None,
         "config": asdict(cfg), "steps_per_epoch": task.steps_per_epoch,
         "command": "python -m anytime_perception.training.stepping_run " + " ".join(sys.argv[1:] if argv is None else argv),
