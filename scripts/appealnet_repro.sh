@@ -2,7 +2,8 @@
 # Every run behind docs/results/big_little.md (CPU schedule), then the reports.
 #   scripts/appealnet_repro.sh [big|cifar10|gtsrb|report|all]   (default all; every run resumes)
 # Big networks (CPU budget of a 2-core machine; docs/results/big_little.md says why):
-#   CIFAR-10: ResNet-32, the same run as the early-exit backbone (scripts/early_exits_repro.sh resnet32);
+#   CIFAR-10: ResNet-20, the same run as the early-exit backbone (scripts/early_exits_repro.sh resnet20);
+#             CIFAR_BIG=runs/exits/cifar10_resnet32/backbone/last.pt after `early_exits_repro.sh resnet32`;
 #   GTSRB:    ResNet-20 (no flips), trained by `big` below.
 # Per dataset and little network: the little network alone (also the MSP / Gap / Entropy baseline),
 # then AppealNet white-box (against the big network) and black-box (the big network an oracle);
@@ -29,7 +30,7 @@ pair() {  # pair DATASET DATA BIG_CHECKPOINT ARCH [little flags...]
   run "${joint[@]}" --black-box --out "$out/black"
 }
 
-CIFAR_BIG=${CIFAR_BIG:-runs/exits/cifar10_resnet32/backbone/last.pt}
+CIFAR_BIG=${CIFAR_BIG:-runs/exits/cifar10_resnet20/backbone/last.pt}
 GTSRB_BIG=$RUNS/gtsrb/resnet20/last.pt
 big() {
   python -m anytime_perception.training.classifier_run --data "$DATASETS/gtsrb/gtsrb32_jpg.zip" --depth 20 --no-flip \
@@ -39,8 +40,8 @@ cifar10() { for arch in $LITTLE_NETS; do pair cifar10 "$DATASETS/cifar10/cifar10
 gtsrb() { for arch in $LITTLE_NETS; do pair gtsrb "$DATASETS/gtsrb/gtsrb32_jpg.zip" "$GTSRB_BIG" "$arch" --no-flip; done; }
 report() {
   python -m anytime_perception.eval.appeal_report --runs "$RUNS" --out docs/results
-  python -m anytime_perception.eval.cascade_report --data "$DATASETS/cifar10/cifar10_jpg.zip" --names mobilenet resnet20 resnet32 \
-    --networks "$RUNS/cifar10/mobilenet/little/last.pt" runs/exits/cifar10_resnet20/backbone/last.pt "$CIFAR_BIG" --out docs/results
+  python -m anytime_perception.eval.cascade_report --data "$DATASETS/cifar10/cifar10_jpg.zip" --names shufflenet mobilenet resnet20 \
+    --networks "$RUNS/cifar10/shufflenet/little/last.pt" "$RUNS/cifar10/mobilenet/little/last.pt" "$CIFAR_BIG" --out docs/results
   python -m anytime_perception.eval.cascade_report --data "$DATASETS/gtsrb/gtsrb32_jpg.zip" --names shufflenet mobilenet resnet20 \
     --networks "$RUNS/gtsrb/shufflenet/little/last.pt" "$RUNS/gtsrb/mobilenet/little/last.pt" "$GTSRB_BIG" --out docs/results
 }

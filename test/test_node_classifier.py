@@ -19,7 +19,7 @@ MODEL = REPO / "models" / "cifar10_resnet20_pteenet"
 @pytest.fixture(scope="module")
 def probe():
     test = load_image_folder(CIFAR10, "test")
-    with node_and_probe(DOMAIN, test.images[0], "-p", f"model:={MODEL}", "-p", "vehicle_mode:=power_saving",
+    with node_and_probe(DOMAIN, test.images[0], "-p", f"model:={MODEL}", "-p", "vehicle_mode:=normal",
                         "-p", "preempt_on_new_frame:=false", "-p", "score_threshold:=0.01") as peer:
         yield peer, test
 
@@ -40,4 +40,4 @@ def test_classifier_results_and_gate_stops(probe):
     assert "confident" in reasons, reasons  # easy images leave at an early exit
     assert set(reasons) <= {"confident", "budget", "deadline", "load", "complete"}
     correct = sum(f.detections[0].class_id == label for f, label in zip(finals, test.labels[:30]))
-    assert correct >= 18, f"{correct}/30 correct"  # the shipped ResNet-20 with exits is ~90 % accurate
+    assert correct >= 18, f"{correct}/30 correct"  # the shipped ResNet-20 with exits: ~86 % in this mode

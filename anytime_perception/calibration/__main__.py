@@ -6,8 +6,9 @@
 
 Runs the model's ONNX stages (as deployed), tunes one threshold per exit for each rule and each
 mode's ``exit`` target in the modes file (exit by exit, lowest threshold that keeps the target),
-and writes the ``gate`` section (default rule, learned policy, thresholds per rule and mode) into
-the model's manifest. A summary is printed and written next to it (``calibration.json``).
+and writes the ``gate`` section (the rule the runtime uses, learned policy, thresholds per rule and
+mode) into the model's manifest; unless ``--rule`` names it, the runtime's rule is the one with the
+lowest mean MACs at the modes' accuracy-drop targets on the calibration images. A summary is printed and written next to it (``calibration.json``).
 
 - Classifiers: on the calibration half of the test split; rules MSP, gap, entropy, the heads' own
   confidence, and the learned Bolukbasi policy.
@@ -29,7 +30,7 @@ from ..data.road_signs import load_split, read_rgb
 from ..runtime.manifest import ManifestError
 from ..runtime.model import AnytimeModel
 from ..runtime.modes import ModeError, ModeTable, load_modes
-from .calibrate import available_rules, calibrate, collect, mode_thresholds, write_gate
+from .calibrate import available_rules, calibrate, cheapest_rule, collect, mode_thresholds, write_gate
 from .detector import collect_detector, learn_frame_gate
 
 
@@ -40,7 +41,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="image-folder dataset (zip or directory)")
     p.add_argument("--modes", default="config/modes.yaml", help="vehicle modes with per-mode exit targets")
     p.add_argument("--rules", nargs="+", help="rules to calibrate (default: all the model supports)")
-    p.add_argument("--rule", help="the rule the runtime uses (default: the heads' own confidence)")
+    p.add_argument("--rule", help="the rule the runtime uses (default: the cheapest on these images, "
+                   "the lowest mean MACs over the modes with an accuracy-drop target)")
     p.add_argument("--policy-lambda", type=float, default=0.1, help="cost weight of the learned policy")
     p.add_argument("--limit", type=int, default=0, help="use only this many calibration images")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/evaluation split")
@@ -57,12 +59,13 @@ def _classifier(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable)
     records = collect(model, calibration.images, calibration.labels)
     supported = available_rules(records)
     rules = args.rules or supported
-    rule = args.rule or next((r for r in ("confidence", "distance") if r in rules), rules[0])
-    unknown = [r for r in rules + [rule] if r not in supported]
+    unknown = [r for r in rules + ([args.rule] if args.rule else []) if r not in supported]
     if unknown:
         raise ValueError(f"rules {unknown} not available for this model; available: {supported}")
+    if args.rule and args.rule not in rules:
+        raise ValueError(f"--rule {args.rule} is not among the calibrated --rules {rules}")
     thresholds, policies, summary = calibrate(records, modes, rules, args.policy_lambda)
-    return rule, policies, thresholds, summary, len(calibration)
+    return args.rule or cheapest_rule(summary), policies, thresholds, summary, len(calibration)
 
 
 def _detector(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable) -> tuple[str, list, dict, list, int]:

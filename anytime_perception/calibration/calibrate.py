@@ -120,6 +120,17 @@ def calibrate(records: ExitRecords, modes: ModeTable, rules: list[str], policy_l
     return thresholds, policies, summary
 
 
+def cheapest_rule(summary: list[dict]) -> str:
+    """The rule with the lowest mean MACs over the modes with an accuracy-drop target (all of them
+    keep their target), ties broken by the highest accuracy in the modes with a MACs target."""
+    def cost(rule: str) -> tuple[float, float]:
+        rows = [r for r in summary if r["rule"] == rule]
+        drop = [r["mean_macs_fraction"] for r in rows if r["target"].startswith("max_accuracy_drop")]
+        macs = [r["accuracy"] for r in rows if not r["target"].startswith("max_accuracy_drop")]
+        return float(np.mean(drop)) if drop else 0.0, -float(np.mean(macs)) if macs else 0.0
+    return min(dict.fromkeys(r["rule"] for r in summary), key=cost)
+
+
 def write_gate(model_dir: str | Path, rule: str, thresholds: dict[str, dict[str, list[float]]],
                policies: list[LinearPolicy]) -> Path:
     """Write the ``gate`` section into ``model_dir/manifest.yaml`` and check the result loads."""
