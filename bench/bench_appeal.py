@@ -5,7 +5,7 @@
     python bench/bench_appeal.py --little models/road_signs_anywidth --big models/road_signs_anywidth \
         --data ../shared/datasets/road_signs --frames 140 --rate 10
 
-The real ``anytime_node`` (little model, the package's modes file, mode ``--mode``) and the real
+The real ``anytime_node`` (little model, the modes file ``--modes``, mode ``--mode``) and the real
 ``big_model_node`` run as separate processes; the server sits on another host (a network namespace
 joined by a veth pair, over UDP only) where the machine allows it. Frames are replayed at
 ``--rate``; after the first half the server is killed (SIGKILL: no goodbye). Per phase: the share
@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> dict:
         try:
             with node_and_probe(DOMAIN, frames[0], "-p", f"model:={args.little}", "-p", f"vehicle_mode:={args.mode}",
                                 "-p", "diagnostics_period_s:=0.2", "-p", f"score_threshold:={args.score_threshold}",
-                                "-p", "preempt_on_new_frame:=false") as peer:
+                                "-p", "preempt_on_new_frame:=false",
+                                *(["-p", f"modes_file:={Path(args.modes).resolve()}"] if args.modes else [])) as peer:
                 peer.wait_until(lambda: peer.diagnostics().get("appeal_server") == "ok", 20.0)
                 start = _counts(peer.diagnostics())
                 up = _replay(peer, frames[:half], 10_000, args.rate)
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> dict:
             server.communicate(timeout=10)
     return {
         "little": str(args.little), "big": str(args.big), "task": task, "mode": args.mode, "rate_hz": args.rate,
+        "modes": args.modes or "config/modes.yaml",
         "hosts": "network namespace + veth (UDP only)" if host else "two processes (UDP only server)",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "bytes_per_appealed_frame": float(diag_up.get("appeal_bytes_mean", "nan")),
@@ -167,6 +169,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=400)
     p.add_argument("--rate", type=float, default=20.0)
     p.add_argument("--mode", default="normal")
+    p.add_argument("--modes", help="modes YAML of the node (default: the package's config/modes.yaml)")
     p.add_argument("--score-threshold", type=float, default=0.05)
     p.add_argument("--out", default=str(REPO / "docs" / "results"))
     p.add_argument("--name", default="appeal_benchmark", help="output file stem")

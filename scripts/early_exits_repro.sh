@@ -33,7 +33,7 @@ resnet20() {  # ResEEnet20/3: placements, a lambda sweep, and d-gates (hinge vs 
 }
 
 resnet32() {  # ResEEnet32/5
-  backbone 32 15
+  backbone 32 8
   exits 32 pteenet pteenet --exits 5 --placement fine --lam 0.5
   exits 32 pteenet_linear pteenet --exits 5 --placement linear --lam 0.5
 }

@@ -34,7 +34,7 @@ from ..nets.macs import counted_macs
 from .appeal import LagrangeMultiplier, Renormalise, StepLoss, appeal_outputs, fit_steps, joint_step, little_step
 from .classification import ClassificationData, batches, load_classification
 from .classifier_run import predict, resnet_from_state
-from .cli import command_line, configure_torch, run_cli
+from .cli import add_run_args, command_line, configure_torch, run_cli
 from .train import load_checkpoint
 
 __all__ = ["main", "little_from_state", "appeal_from_state", "checkpoint_of"]
@@ -87,11 +87,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--batch-size", type=int, default=128)
     common.add_argument("--lr", type=float, help="initial learning rate (default: little 0.1, joint 0.01)")
     common.add_argument("--weight-decay", type=float, default=5e-4)
-    common.add_argument("--train-limit", type=int, default=0, help="use a subset of the training set")
-    common.add_argument("--test-limit", type=int, default=0)
-    common.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--resume", action="store_true")
+    add_run_args(common, flip=False)
     p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     little = sub.add_parser("little", parents=[common], help="pre-train the little network alone (cross-entropy)")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..nets.macs import counted_macs
 from ..nets.resnet_cifar import CifarResNet, resnet_cifar
 from .classification import batches, load_classification
-from .cli import command_line, configure_torch, run_cli
+from .cli import add_run_args, command_line, configure_torch, run_cli
 from .train import load_checkpoint
 
 __all__ = ["main", "load_resnet", "resnet_from_state", "predict"]
@@ -58,12 +58,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (traffic signs)")
-    p.add_argument("--train-limit", type=int, default=0, help="use a subset of the training set")
-    p.add_argument("--test-limit", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
+    add_run_args(p)
     return p.parse_args(argv)
 
 

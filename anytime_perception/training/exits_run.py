@@ -23,7 +23,7 @@ from ..nets.early_exit import PLACEMENTS, EarlyExitNet, exit_points, stage_macs,
 from ..nets.macs import counted_macs
 from .classification import batches, load_classification
 from .classifier_run import load_resnet
-from .cli import command_line, configure_torch, run_cli
+from .cli import add_run_args, command_line, configure_torch, run_cli
 from .early_exits import (branch_warmup_loss, cross_entropy_loss, cumulative_loss, exit_outputs, fit_heads,
                           gate_loss, hinge_loss)
 from .train import load_checkpoint
@@ -65,11 +65,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="pteenet: epochs of branch classifiers alone on the backbone's predictions first")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--no-flip", action="store_true")
-    p.add_argument("--train-limit", type=int, default=0)
-    p.add_argument("--test-limit", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    add_run_args(p, resume=False)
     return p.parse_args(argv)
 
 

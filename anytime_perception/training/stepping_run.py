@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
-import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -28,6 +26,7 @@ from torch import nn
 from ..nets.slimmable import SlimmableClassifier, fit_ratios
 from ..nets.stepping import ARCHITECTURES, SteppingSpec, ConvSpec, SteppingNet
 from ..nets.stepping_detector import CENTERNET_CHAIN, stepping_centernet
+from .cli import add_run_args, command_line, configure_torch, run_cli
 from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer
 from .stepping_tasks import Task, classification_task, detection_task
 from .train import load_checkpoint
@@ -80,12 +79,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=0, help="default: 128 (classifiers), 16 (detectors)")
     p.add_argument("--no-kd", action="store_true", help="retrain with CE only (ablation)")
     p.add_argument("--no-suppression", action="store_true", help="beta = 1 (ablation)")
-    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (traffic signs)")
-    p.add_argument("--train-limit", type=int, default=0, help="use a subset of the training set")
-    p.add_argument("--test-limit", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
+    add_run_args(p)
     for f in fields(SteppingConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     return p.parse_args(argv)
@@ -172,17 +166,11 @@ def _model(args: argparse.Namespace, task: Task, targets: list[int], expansion: 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad data paths, datasets or checkpoints end it with one ``error:`` line (exit 2)."""
     args = _parse(argv)
-    try:
-        return _run(args, argv)
-    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args, argv))
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    configure_torch(args.threads, args.seed)
     args.batch_size = args.batch_size or (16 if args.arch in DETECTORS else 128)
     cfg = SteppingConfig(**{f.name: getattr(args, f.name) for f in fields(SteppingConfig)})
     if args.no_suppression:  # the ablation removes it from construction and retraining
@@ -190,7 +178,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     task = _task(args, cfg)
     teacher, _ = (load_classifier(args.teacher) if args.teacher else (None, None))
     if args.method != "original" and teacher is None:
-        sys.exit("--teacher (the trained original network) is required: it sets the MAC reference and is the KD teacher")
+        raise ValueError("--teacher (the trained original network) is required: "
+                         "it sets the MAC reference and is the KD teacher")
     original_macs = SteppingNet(_spec(args, task), 1).macs(0)
     targets = args.target_macs or [round(f * original_macs) for f in (args.targets or DEFAULT_TARGETS[args.arch])]
     expansion = args.expansion or DEFAULT_EXPANSION[args.arch]
@@ -228,7 +217,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "wall_s": run.wall, "epochs": args.epochs, "batch_size": args.batch_size, "kd": kd_teacher is not None,
         "beta": cfg.beta, "expansion": expansion if args.method in ("stepping", "anywidth") else None,
         "config": asdict(cfg), "steps_per_epoch": task.steps_per_epoch,
-        "command": "python -m anytime_perception.training.stepping_run " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("anytime_perception.training.stepping_run", argv),
     }
     (run.out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("method", *(f"subnet_{n}" for n in metrics), "macs_fraction", "wall_s")}))
