@@ -126,6 +126,16 @@ class RosProbe:
         self.camera.publish(rgb_to_image(rgb, header))
         return header
 
+    def send_in_turn(self, frames: list[np.ndarray], first_stamp: int, pause_s: float = 0.0) -> list[int]:
+        """Publish frames one at a time (stamps from ``first_stamp``), each after the last one's final."""
+        stamps = []
+        for stamp, frame in enumerate(frames, first_stamp):
+            self.publish(frame, stamp)
+            stamps.append(stamp)
+            assert self.wait_until(lambda s=stamp: s in self.finals(), 10.0), f"no final for frame {stamp}"
+            time.sleep(pause_s)
+        return stamps
+
     def publish_raw(self, msg: Image) -> None:
         self.camera.publish(msg)
 

@@ -52,16 +52,6 @@ def _server(host, domain: int, *args: str):
                       prefix=host.prefix() if host else None)
 
 
-def _send(peer, frames, first):
-    stamps = []
-    for i, frame in enumerate(frames):
-        peer.publish(frame, first + i)
-        stamps.append(first + i)
-        assert peer.wait_until(lambda s=first + i: s in peer.finals(), 10.0), f"no final for frame {first + i}"
-        time.sleep(0.05)
-    return stamps
-
-
 def test_unsure_frames_are_appealed_over_the_network_and_the_deadline_holds_when_the_server_dies(
         setup, remote_host, frames):
     hosts = remote_host
@@ -75,7 +65,7 @@ def test_unsure_frames_are_appealed_over_the_network_and_the_deadline_holds_when
                             "-p", "score_threshold:=0.3") as peer:
             assert peer.wait_until(lambda: any(m.source == "appeal" for m in _finals(peer, range(0, 10**6))), 30.0), \
                 "no appeal was ever answered"
-            stamps = _send(peer, frames[1:9], 100)
+            stamps = peer.send_in_turn(frames[1:9], 100, pause_s=0.05)
             finals = _finals(peer, stamps)
             appealed = [m for m in finals if m.source == "appeal"]
             assert len(appealed) >= len(stamps) - 2, [(m.source, m.stop_reason, m.latency_ms) for m in finals]
@@ -100,7 +90,7 @@ def test_unsure_frames_are_appealed_over_the_network_and_the_deadline_holds_when
 
             server.send_signal(signal.SIGKILL)  # no goodbye: DDS still believes the server is there
             server.wait(10)
-            stamps = _send(peer, frames[9:14], 200)
+            stamps = peer.send_in_turn(frames[9:14], 200, pause_s=0.05)
             finals = _finals(peer, stamps)
             assert all(m.source == "local" for m in finals), [(m.source, m.stop_reason) for m in finals]
             assert all(m.latency_ms <= DEADLINE_MS + 50.0 for m in finals), [m.latency_ms for m in finals]
@@ -122,7 +112,7 @@ def test_modes_without_appeals_missing_server_and_wrong_model_stay_local(setup, 
     little, modes = setup
     with node_and_probe(DOMAIN + 1, frames[0], "-p", f"model:={little}", "-p", f"modes_file:={modes}",
                         "-p", "diagnostics_period_s:=0.2") as peer:  # no server at all
-        stamps = _send(peer, frames[1:4], 300)
+        stamps = peer.send_in_turn(frames[1:4], 300, pause_s=0.05)
         assert all(m.source == "local" and m.stop_reason == "complete" for m in _finals(peer, stamps))
         assert peer.wait_until(lambda: peer.diagnostics().get("appeal_server") == "unreachable", 5.0)
         assert int(peer.diagnostics()["appeals_sent"]) == 0
@@ -142,7 +132,7 @@ def test_modes_without_appeals_missing_server_and_wrong_model_stay_local(setup, 
                 time.sleep(0.2)
             assert int(peer.diagnostics().get("appeals_failed", 0)) > 0, peer.diagnostics()
             peer.set_parameter("vehicle_mode", "power_saving")
-            stamps = _send(peer, frames[4:7], 400)
+            stamps = peer.send_in_turn(frames[4:7], 400, pause_s=0.05)
             assert all(m.source == "local" and m.mode == "power_saving" for m in _finals(peer, stamps))
             sent = int(peer.diagnostics()["appeals_sent"])
             time.sleep(0.5)
@@ -157,7 +147,7 @@ def test_a_big_model_on_this_machine_answers_appeals_without_a_server(setup, fra
     little, modes = setup
     with node_and_probe(DOMAIN + 2, frames[0], "-p", f"model:={little}", "-p", f"modes_file:={modes}",
                         "-p", f"appeal_local_model:={SHIPPED_MODEL}", "-p", "preempt_on_new_frame:=false") as peer:
-        finals = _finals(peer, _send(peer, frames[1:5], 500))
+        finals = _finals(peer, peer.send_in_turn(frames[1:5], 500, pause_s=0.05))
         assert all(m.source == "appeal" and m.stop_reason == "appealed" for m in finals), \
             [(m.source, m.stop_reason, m.latency_ms) for m in finals]
     assert "appeals to road_signs_anywidth on this machine" in peer.node_output

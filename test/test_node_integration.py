@@ -31,17 +31,8 @@ def probe(frames):
         yield peer
 
 
-def _send(probe, frames, first_stamp):
-    stamps = []
-    for i, frame in enumerate(frames):
-        probe.publish(frame, first_stamp + i)
-        stamps.append(first_stamp + i)
-        assert probe.wait_until(lambda s=first_stamp + i: s in probe.finals(), 10.0), f"no final for frame {i}"
-    return stamps
-
-
 def test_preliminary_arrives_before_final_with_identical_stamp(probe, frames):
-    stamps = _send(probe, frames[:6], first_stamp=1000)
+    stamps = probe.send_in_turn(frames[:6], 1000)
     prelim = {m.header.stamp.sec: (t, m) for t, m in probe.messages("preliminary")}
     refined = [(t, m) for t, m in probe.messages("refined") if m.header.stamp.sec in stamps]
     for stamp in stamps:
@@ -72,7 +63,7 @@ def test_mode_switch_through_set_parameters_lowers_macs_to_budget(probe, frames)
     budget = load_modes(MODES_FILE, load_manifest(SHIPPED_MODEL).total_macs).get("power_saving").mac_budget
     ok, reason = probe.set_parameter("vehicle_mode", "power_saving")
     assert ok, reason
-    stamps = _send(probe, frames[6:12], first_stamp=2000)
+    stamps = probe.send_in_turn(frames[6:12], 2000)
     finals = probe.finals()
     for stamp in stamps:
         final = finals[stamp]
@@ -95,7 +86,7 @@ def test_malformed_images_are_skipped_and_the_node_keeps_running(probe, frames):
         msg.header.stamp.sec = 3000 + i
         probe.publish_raw(msg)
         time.sleep(0.2)  # one at a time through the keep-last-1 subscription
-    _send(probe, [good], first_stamp=3100)
+    probe.send_in_turn([good], 3100)
     assert not any(3000 <= s < 3100 for s in probe.finals())
     assert probe.wait_until(lambda: probe.diagnostics().get("rejected_images") == str(len(bad)), 5.0), \
         probe.diagnostics()

@@ -62,19 +62,13 @@ def markdown_table(rows: list[dict], labels: tuple[str, ...]) -> str:
 
 def plot(rows_by_model: dict[str, list[dict]], path: Path) -> None:
     """mAP@0.5 against cumulative MACs, one line per model (matplotlib, imported on demand)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import plt, save_plot  # pyplot with the Agg backend
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for name, rows in rows_by_model.items():
         ax.plot([r["cumulative_macs"] / 1e6 for r in rows], [r["map50"] for r in rows], "o-", label=name)
     ax.set_xlabel("cumulative MMACs per frame")
     ax.set_ylabel("mAP@0.5 (road_signs val)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_plot(fig, path, [ax], legend_size=10)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,6 +37,7 @@ from ..training.appeal_run import appeal_from_state, checkpoint_of, little_from_
 from ..training.classification import normalise  # noqa: E402
 from ..training.classifier_run import predict, resnet_from_state  # noqa: E402
 from .appeal_analysis import BigLittle, point_at_degradation  # noqa: E402
+from .plots import save_plot  # noqa: E402
 
 __all__ = ["main"]
 
@@ -129,9 +130,7 @@ def _plot(scores: dict, title: str, path: Path) -> None:
         ax.set(xlabel=names[name], ylabel="density")
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path, dpi=110)
 
 
 def _table1(analyses: dict) -> list[str]:

@@ -32,6 +32,7 @@ from ..calibration.cascade import learn_cascade, path_outcome, soft_oracle  # no
 from ..data.image_folder import load_image_folder  # noqa: E402
 from .cascade_analysis import learned_curve, load_network, myopic_curve, operating, point_of, records_on  # noqa: E402
 from .exit_analysis import Point, macs_at_accuracy  # noqa: E402
+from .plots import save_plot  # noqa: E402
 
 __all__ = ["main"]
 
@@ -126,11 +127,7 @@ def _plot(dataset: str, a: dict, path: Path) -> None:
                label="soft oracle")
     ax.set(xlabel="mean MACs / big network MACs", ylabel="accuracy % (evaluation half)",
            title=f"{dataset}: network selection over {' -> '.join(n['name'] for n in a['networks'])}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_plot(fig, path, [ax], legend_size=7)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -29,6 +29,7 @@ from ..runtime.appeal import BigModel  # noqa: E402
 from ..runtime.exit_rules import detection_features  # noqa: E402
 from ..runtime.model import AnytimeModel  # noqa: E402
 from ..runtime.types import Detection  # noqa: E402
+from .plots import save_plot  # noqa: E402
 
 __all__ = ["peak_rules", "rate_curve", "main"]
 
@@ -60,11 +61,7 @@ def _plot(curves: dict[str, list[float]], path: Path) -> None:
         ax.plot([100 * r for r in RATES], values, marker=".", label=RULE_NAMES[rule])
     ax.set(xlabel="frames appealed to the big detector (%)", ylabel="mAP@0.5 (validation)",
            title="Detector appeals: which frames to send")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_plot(fig, path, [ax])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from ..data.image_folder import load_image_folder  # noqa: E402
 from ..training.exits_run import load_exit_net  # noqa: E402
 from .exit_analysis import (Point, macs_at_accuracy, oracle_point, policy_curve, records_of,  # noqa: E402
                             threshold_curve)
+from .plots import save_plot  # noqa: E402
 
 __all__ = ["main"]
 
@@ -117,11 +118,7 @@ def _plot(analyses: list[dict], title: str, path: Path, rules: tuple[str, ...] |
     base = analyses[0]["backbone_accuracy"]
     ax.axhline(100 * base, color="grey", linestyle="--", linewidth=0.8, label="backbone")
     ax.set(xlabel="mean MACs / backbone MACs", ylabel="accuracy % (evaluation half)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_plot(fig, path, [ax], legend_size=7)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+from .plots import save_plot  # noqa: E402
 
 __all__ = ["main", "PAPER_TABLE_I"]
 
@@ -41,13 +42,6 @@ def _load(runs: Path) -> dict[str, dict[str, dict]]:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def _table_one(name: str, results: dict[str, dict]) -> list[str]:
@@ -90,7 +84,7 @@ def _plot(name: str, results: dict[str, dict], out: Path) -> Path:
     ax.set_title(name)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out / f"steppingnet_{name}.png")
+    return save_plot(fig, out / f"steppingnet_{name}.png")
 
 
 def _ablation(name: str, results: dict[str, dict], out: Path) -> tuple[list[str], Path | None]:
@@ -111,7 +105,7 @@ def _ablation(name: str, results: dict[str, dict], out: Path) -> tuple[list[str]
     ax.set_title(f"ablation, {name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return lines + [""], _save(fig, out / f"steppingnet_ablation_{name}.png")
+    return lines + [""], save_plot(fig, out / f"steppingnet_ablation_{name}.png")
 
 
 def _structure(name: str, results: dict[str, dict]) -> list[str]:
