@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from anytime_perception.runtime import LatencyEstimator, StageContext, StopReason, VehicleMode, decide
+from anytime_perception.runtime import LatencyEstimator, PublishMargin, StageContext, StopReason, VehicleMode, decide
 
 MODE = VehicleMode("normal", mac_budget=1000, deadline_ms=50.0, cpu_load_ceiling=0.8)
 
@@ -66,3 +66,15 @@ def test_one_stalled_run_does_not_block_a_stage_for_good():
     assert est.predict(1, 0.100) == pytest.approx(0.4)
     # ... and without being re-measured it is predicted short again on the next quiet frame
     assert est.predict(1, 0.002) == pytest.approx(0.008)
+
+
+def test_publish_margin_grows_with_late_publishing_and_forgets_it():
+    margin = PublishMargin(floor_s=0.002, window=3)
+    assert margin.seconds() == 0.002
+    margin.update(wait_end=1.0, published=1.0005)  # quick: the floor holds
+    assert margin.seconds() == 0.002
+    margin.update(wait_end=2.0, published=2.008)  # a loaded CPU: woke and published 8 ms late
+    assert margin.seconds() == pytest.approx(0.008)
+    for t in (3.0, 4.0, 5.0):  # quiet again: the late frame leaves the window
+        margin.update(wait_end=t, published=t + 0.001)
+    assert margin.seconds() == 0.002

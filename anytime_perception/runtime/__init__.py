@@ -4,7 +4,7 @@ from .gate import Gate, ThresholdGate
 from .manifest import Manifest, ManifestError, load_manifest
 from .model import AnytimeModel, available_providers
 from .modes import ModeError, ModeTable, VehicleMode, load_modes
-from .scheduler import LatencyEstimator, LoadMonitor, StageContext, decide
+from .scheduler import LatencyEstimator, LoadMonitor, PublishMargin, StageContext, decide
 from .types import Detection, StageResult, StopReason
 
 __all__ = [

@@ -25,13 +25,12 @@ from .gate import Gate, ThresholdGate
 from .model import AnytimeModel
 from .modes import ModeTable, VehicleMode
 from .preprocess import Preprocessor
-from .scheduler import LatencyEstimator, LoadMonitor, StageContext, decide
+from .scheduler import LatencyEstimator, LoadMonitor, PublishMargin, StageContext, decide
 from .types import StageResult, StopReason
 
 __all__ = ["AnytimeEngine", "Frame", "ResultCallback"]
 
 ResultCallback = Callable[[StageResult], None]
-PUBLISH_MARGIN_S = 0.002  # an appeal's wait ends this long before the deadline: time to publish the final
 NewerFrameWaiting = Callable[[], bool]
 
 
@@ -82,6 +81,7 @@ class AnytimeEngine:
         self.gate = gate or ThresholdGate(model.manifest.gates.get(model.gate_rule, {}))
         self.appealer = appealer
         self.latency = LatencyEstimator(model.num_stages)
+        self.publish_margin = PublishMargin()  # an appeal's wait ends this long before the deadline
         self.preprocess = Preprocessor(model.manifest.input)
         self._warm_up(warmup_runs)
 
@@ -166,8 +166,7 @@ class AnytimeEngine:
                        newer_frame_waiting: NewerFrameWaiting | None) -> None:
         """The big network's answer as the final result if it comes before the deadline (a newer
         frame waiting ends the wait); otherwise the last local result."""
-        mode = self._mode
-        until = frame.start + mode.deadline_ms / 1000.0 - PUBLISH_MARGIN_S
+        until = frame.start + self._mode.deadline_ms / 1000.0 - self.publish_margin.seconds()
         answer = self.appealer.wait(frame.appeal, until, newer_frame_waiting)
         last = frame.results[-1]
         if answer is not None:
@@ -180,6 +179,8 @@ class AnytimeEngine:
         else:  # the appeal failed before the deadline
             reason = frame.local_stop or StopReason.COMPLETE
         self._final(frame, dataclasses.replace(last, stop_reason=reason.value), on_result)
+        if reason is StopReason.DEADLINE:
+            self.publish_margin.update(until, time.perf_counter())
 
     def _appealed_result(self, last: StageResult, answer: AppealAnswer) -> StageResult:
         """The answer as a result after every local stage (``stage == num_stages``)."""

@@ -12,7 +12,7 @@ import psutil
 from .modes import VehicleMode
 from .types import StopReason
 
-__all__ = ["StageContext", "decide", "LatencyEstimator", "LoadMonitor"]
+__all__ = ["StageContext", "decide", "LatencyEstimator", "PublishMargin", "LoadMonitor"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,28 @@ class LatencyEstimator:
         median = statistics.median(ratios)
         spread = statistics.median(abs(r - median) for r in ratios)
         return (median + self.k * spread) * stage0_seconds
+
+
+class PublishMargin:
+    """How long before the deadline a wait (for an appeal's answer) must end so that the final
+    result is still published in time: the largest of the recent measured wake-up-to-published
+    times, never below ``floor_s`` (default: about one scheduler time slice of a busy Linux CPU).
+    On a loaded CPU the thread wakes late and publishing slows; the margin grows with it after the
+    first late frame instead of missing every deadline.
+    """
+
+    def __init__(self, floor_s: float = 0.005, window: int = 32) -> None:
+        self.floor_s = floor_s
+        self._needed: deque[float] = deque(maxlen=window)
+
+    def seconds(self) -> float:
+        """The current margin."""
+        return max([self.floor_s, *self._needed])
+
+    def update(self, wait_end: float, published: float) -> None:
+        """Record a wait that ran out at ``wait_end`` and a final published at ``published``
+        (same clock): the margin that frame needed."""
+        self._needed.append(max(0.0, published - wait_end))
 
 
 class LoadMonitor:
