@@ -2,6 +2,7 @@
 
     ros2 launch anytime_perception node.launch.py
     ros2 launch anytime_perception node.launch.py vehicle_mode:=power_saving image:=/front/image_raw
+    ros2 launch anytime_perception node.launch.py model:=cifar10_appealnet_mobilenet
 
 Camera drivers exchanging large images with this node must use the same Fast DDS transport
 settings: this file sets FASTDDS_DEFAULT_PROFILES_FILE to the package's profile for the node;
@@ -22,6 +23,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("vehicle_mode", default_value="normal", description="initial vehicle mode"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "params.yaml")),
         DeclareLaunchArgument("image", default_value="/camera/image_raw", description="camera topic"),
+        DeclareLaunchArgument("model", default_value="road_signs_anywidth",
+                              description="a model directory or a model name under the package's models/"),
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
                                os.path.join(share, "config", "fastdds_profile.xml")),
         Node(
@@ -30,7 +33,8 @@ def generate_launch_description() -> LaunchDescription:
             name="anytime_perception",
             output="screen",
             parameters=[LaunchConfiguration("params_file"),
-                        {"vehicle_mode": LaunchConfiguration("vehicle_mode")}],
+                        {"vehicle_mode": LaunchConfiguration("vehicle_mode"),
+                         "model": LaunchConfiguration("model")}],
             remappings=[("/camera/image_raw", LaunchConfiguration("image"))],
         ),
     ])
