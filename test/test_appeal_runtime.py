@@ -88,6 +88,16 @@ def test_late_answer_is_dropped_and_the_deadline_holds(tmp_path, big, frame):
     assert summary["appeals_late"] == 1 or future.cancelled()  # ... dropped on arrival, or never started
 
 
+def test_an_appeal_that_fails_at_once_leaves_local_refinement_untouched(tmp_path, big, frame):
+    engine = _engine(tmp_path, big, q=0.2, appeal={"normal": 0.5})
+    engine.appealer.close()  # the transport is gone: submitting fails
+    results = engine.process(frame)
+    assert [r.stage for r in results] == [0, 1]  # stage 1 still runs
+    assert results[-1].source == "local" and results[-1].stop_reason == "complete"
+    summary = engine.appealer.summary()
+    assert summary["appeals_sent"] == 1 and summary["appeals_failed"] == 1 and summary["appeals_timed_out"] == 0
+
+
 def test_round_trip_must_fit_the_time_left(tmp_path, big, frame):
     engine = _engine(tmp_path, big, q=0.2, appeal={"normal": 0.5})
     engine.process(frame)  # one real round trip measured

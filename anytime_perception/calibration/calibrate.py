@@ -128,6 +128,8 @@ def cheapest_rule(summary: list[dict]) -> str:
         drop = [r["mean_macs_fraction"] for r in rows if r["target"].startswith("max_accuracy_drop")]
         macs = [r["accuracy"] for r in rows if not r["target"].startswith("max_accuracy_drop")]
         return float(np.mean(drop)) if drop else 0.0, -float(np.mean(macs)) if macs else 0.0
+    if not summary:
+        raise ValueError("no mode of the modes file has an exit target: nothing to choose a rule by")
     return min(dict.fromkeys(r["rule"] for r in summary), key=cost)
 
 

@@ -63,15 +63,22 @@ class RosAppealClient:
 
     @staticmethod
     def _resolve(done: RclpyFuture, answer: Future) -> None:
-        error = done.exception()
-        response = None if error is not None else done.result()
-        if error is None and response.error:
-            error = AppealError(response.error)
-        if error is not None:
-            answer.set_exception(error)
-        else:
-            answer.set_result(AppealAnswer(msgs_to_detections(response.detections), response.model,
-                                           float(response.server_ms)))
+        """Runs on the executor: any failure goes into ``answer``, never into the node's spin."""
+        try:
+            error = done.exception()
+            response = None if error is not None or done.cancelled() else done.result()
+            if error is None and response is None:
+                error = AppealError("the request was cancelled")
+            elif error is None and response.error:
+                error = AppealError(response.error)
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(AppealAnswer(msgs_to_detections(response.detections), response.model,
+                                               float(response.server_ms)))
+        except Exception as exc:  # e.g. a malformed answer
+            if not answer.done():
+                answer.set_exception(exc)
 
     def _forget_stale(self) -> None:
         now = time.monotonic()

@@ -77,6 +77,11 @@ class BigModelNode(Node):
             self.refused += 1
             self.get_logger().warning(f"bad appeal: {exc}", throttle_duration_sec=1.0)
             return response
+        except Exception as exc:  # e.g. an inference failure: one request must not end the server
+            response.error = f"server error: {exc!r}"
+            self.refused += 1
+            self.get_logger().error(f"appeal failed: {exc!r}", throttle_duration_sec=1.0)
+            return response
         response.detections = detections_to_msgs(answer.detections)
         response.server_ms = answer.server_ms
         self.answered += 1

@@ -46,6 +46,7 @@ class AnytimePerceptionNode(Node):
         # Before anything that can fail: rclpy's shutdown calls destroy_node on a half-built node.
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self.engine: AnytimeEngine | None = None
         read_only = ParameterDescriptor(read_only=True)
         self.declare_parameter("vehicle_mode", "normal", ParameterDescriptor(
             description="vehicle mode from modes_file; switchable at run time"))
@@ -121,6 +122,9 @@ class AnytimePerceptionNode(Node):
             big = AnytimeModel(resolve_share_path(local, "models", local), providers=list(param("appeal_local_providers").value))
             if big.manifest.labels != model.manifest.labels:
                 raise ValueError(f"appeal_local_model {local!r}: its labels differ from the model's")
+            if big.manifest.name != spec.big_model:
+                self.get_logger().warning(f"appeal thresholds were calibrated against {spec.big_model!r}, "
+                                          f"appeal_local_model is {big.manifest.name!r}")
             client, where = LocalAppealClient(BigModel(big)), f"{big.manifest.name} on this machine"
         else:
             client = RosAppealClient(self, service, spec.big_model, param("appeal_format").value,
@@ -199,8 +203,12 @@ class AnytimePerceptionNode(Node):
         replaced = self.frames.put((frame, publish))
         if replaced is not None:  # never refined: answer it as preempted
             old_frame, old_publish = replaced
-            self.engine.stop(old_frame, StopReason.PREEMPTED, old_publish)
-            self.stats.add_frame(old_frame.results)
+            try:
+                self.engine.stop(old_frame, StopReason.PREEMPTED, old_publish)
+                self.stats.add_frame(old_frame.results)
+            except Exception as exc:  # e.g. publishing at shutdown
+                if self.context.ok():
+                    self.get_logger().error(f"frame {old_frame.tag} not answered: {exc!r}")
 
     def _refine_frames(self) -> None:
         """Worker thread: refine the newest started frame until the scheduler stops it."""
@@ -256,6 +264,8 @@ class AnytimePerceptionNode(Node):
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout=2.0)
+        if self.engine is not None:
+            self.engine.close()
         super().destroy_node()
 
 

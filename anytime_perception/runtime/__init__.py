@@ -8,7 +8,7 @@ from .scheduler import LatencyEstimator, LoadMonitor, PublishMargin, StageContex
 from .types import Detection, StageResult, StopReason
 
 __all__ = [
-    "AnytimeEngine", "AnytimeModel", "Detection", "Frame", "Gate", "LatencyEstimator", "LoadMonitor",
+    "AnytimeEngine", "AnytimeModel", "Detection", "Frame", "Gate", "LatencyEstimator", "LoadMonitor", "PublishMargin",
     "Manifest", "ManifestError", "ModeError", "ModeTable", "ResultCallback", "StageContext",
     "StageResult", "StopReason", "ThresholdGate", "VehicleMode", "available_providers", "decide",
     "load_manifest", "load_modes",

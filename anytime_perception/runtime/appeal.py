@@ -18,7 +18,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -73,6 +73,11 @@ class PendingAppeal:
     submission: Submission
     sent_at: float  # time.perf_counter()
     abandoned: bool = False  # the frame's final went out without it: an answer now is late
+
+    def failed(self) -> bool:
+        """Whether the appeal ended without an answer (an error or a cancel): nothing to wait for."""
+        future = self.submission.future
+        return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 class RoundTripEstimator:
@@ -179,6 +184,12 @@ class Appealer:
             self._last_probe = now
             return True
 
+    def close(self) -> None:
+        """Close the transport if it holds resources (``LocalAppealClient``: its worker thread)."""
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
     def _skip(self, counter: str, health: str | None = None, message: str = "") -> bool:
         self._counts[counter] += 1
         if health is not None:
@@ -213,25 +224,29 @@ class Appealer:
                 break
             try:
                 future.exception(timeout=min(left, poll_s) if give_up is not None else left)
-            except TimeoutError:
+            except (TimeoutError, CancelledError):
                 pass
-        with self._lock:
+        with self._lock:  # answered, or abandoned: decided at one moment, so an answer is never lost
             if future.done() and not future.cancelled() and future.exception() is None:
                 return future.result()
-        self.abandon(pending)
+            self._abandon_locked(pending)
+        future.cancel()  # work a local client has not started yet is dropped
         return None
 
     def abandon(self, pending: PendingAppeal) -> None:
         """The frame ended without the answer (e.g. preempted): an answer after this is late."""
         with self._lock:
-            if pending.abandoned:
-                return
-            pending.abandoned = True
-            if not pending.submission.future.done():
-                self._counts["timed_out"] += 1
-                self._unanswered += 1
-                self._check_responsive()
+            self._abandon_locked(pending)
         pending.submission.future.cancel()  # work a local client has not started yet is dropped
+
+    def _abandon_locked(self, pending: PendingAppeal) -> None:
+        if pending.abandoned:
+            return
+        pending.abandoned = True
+        if not pending.submission.future.done():
+            self._counts["timed_out"] += 1
+            self._unanswered += 1
+            self._check_responsive()
 
     def _on_done(self, pending: PendingAppeal) -> None:
         future = pending.submission.future
@@ -241,8 +256,9 @@ class Appealer:
                 return
             if future.exception() is not None:
                 self._counts["failed"] += 1
-                self._unanswered += 1
-                self._check_responsive()
+                if not pending.abandoned:  # an abandoned appeal was counted unanswered already
+                    self._unanswered += 1
+                    self._check_responsive()
                 return
             self.round_trip.update(seconds)
             self._rtt_ms.append(seconds * 1000.0)

@@ -85,6 +85,12 @@ class AnytimeEngine:
         self.preprocess = Preprocessor(model.manifest.input)
         self._warm_up(warmup_runs)
 
+    def close(self) -> None:
+        """Stop the load monitor's thread and close the appeal transport."""
+        self.load_monitor.close()
+        if self.appealer is not None:
+            self.appealer.close()
+
     @property
     def mode(self) -> VehicleMode:
         return self._mode
@@ -135,6 +141,9 @@ class AnytimeEngine:
         """Run further stages until the scheduler stops the frame; returns all its results."""
         while not frame.finished:
             appeal = frame.appeal
+            if appeal is not None and frame.local_stop is None and appeal.failed():
+                frame.appeal = None  # failed early (e.g. the server refused it): refine locally as if never sent
+                continue
             if appeal is not None and (frame.local_stop is not None or appeal.submission.future.done()):
                 self._finish_appeal(frame, on_result, newer_frame_waiting)
             else:
@@ -166,7 +175,9 @@ class AnytimeEngine:
                        newer_frame_waiting: NewerFrameWaiting | None) -> None:
         """The big network's answer as the final result if it comes before the deadline (a newer
         frame waiting ends the wait); otherwise the last local result."""
-        until = frame.start + self._mode.deadline_ms / 1000.0 - self.publish_margin.seconds()
+        deadline_s = frame.results[-1].deadline_ms / 1000.0  # the frame's own mode, even after a switch
+        until = frame.start + deadline_s - self.publish_margin.seconds(cap_s=deadline_s / 2)
+        wait_start = time.perf_counter()
         answer = self.appealer.wait(frame.appeal, until, newer_frame_waiting)
         last = frame.results[-1]
         if answer is not None:
@@ -180,7 +191,7 @@ class AnytimeEngine:
             reason = frame.local_stop or StopReason.COMPLETE
         self._final(frame, dataclasses.replace(last, stop_reason=reason.value), on_result)
         if reason is StopReason.DEADLINE:
-            self.publish_margin.update(until, time.perf_counter())
+            self.publish_margin.update(max(until, wait_start), time.perf_counter())
 
     def _appealed_result(self, last: StageResult, answer: AppealAnswer) -> StageResult:
         """The answer as a result after every local stage (``stage == num_stages``)."""
@@ -215,9 +226,10 @@ class AnytimeEngine:
             confident=self.gate.is_confident(k, confidence, mode.name),
             newer_frame_waiting=bool(newer_frame_waiting and newer_frame_waiting()),
         ), mode)
+        deadline_s = mode.deadline_ms / 1000.0
+        time_left = frame.start + deadline_s - time.perf_counter() - self.publish_margin.seconds(cap_s=deadline_s / 2)
         appeal_now = self.appealer is not None and frame.appeal is None and self.appealer.should_appeal(
-            k, confidences, mode.name, frame.start + mode.deadline_ms / 1000.0 - time.perf_counter(),
-            time.perf_counter())
+            k, confidences, mode.name, time_left, time.perf_counter())
         if reason not in (None, StopReason.PREEMPTED) and (appeal_now or frame.appeal is not None):
             frame.local_stop, reason = reason, None  # the final waits for the appeal's answer
         elif reason is StopReason.PREEMPTED and frame.appeal is not None:
@@ -231,5 +243,5 @@ class AnytimeEngine:
         frame.results.append(result)
         if on_result is not None:
             on_result(result)
-        if appeal_now:  # after the result is out: sending never delays it
+        if appeal_now and not result.is_final:  # after the result is out: sending never delays it
             frame.appeal = self.appealer.send(frame.image, frame.tag)

@@ -70,7 +70,7 @@ class LatencyEstimator:
 
     def predict(self, stage: int, stage0_seconds: float) -> float:
         """Predicted seconds for ``stage`` in a frame whose stage 0 took ``stage0_seconds``."""
-        ratios = self._ratios[stage]
+        ratios = list(self._ratios[stage])  # a snapshot: the refinement thread appends meanwhile
         if not ratios:
             return 0.0
         median = statistics.median(ratios)
@@ -90,9 +90,9 @@ class PublishMargin:
         self.floor_s = floor_s
         self._needed: deque[float] = deque(maxlen=window)
 
-    def seconds(self) -> float:
-        """The current margin."""
-        return max([self.floor_s, *self._needed])
+    def seconds(self, cap_s: float = float("inf")) -> float:
+        """The current margin, at most ``cap_s``."""
+        return min(cap_s, max([self.floor_s, *self._needed]))
 
     def update(self, wait_end: float, published: float) -> None:
         """Record a wait that ran out at ``wait_end`` and a final published at ``published``
