@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import yaml
 
 from anytime_perception.data.image_folder import load_image_folder
 from anytime_perception.runtime import load_manifest
@@ -17,10 +18,17 @@ MODEL = REPO / "models" / "cifar10_resnet20_pteenet"
 
 
 @pytest.fixture(scope="module")
-def probe():
+def probe(tmp_path_factory):
+    """The node in the package's ``normal`` mode, its exit target and calibrated thresholds, but
+    with no load ceiling and a long deadline: this test is about the gate, on a busy test machine."""
+    modes = yaml.safe_load((REPO / "config" / "modes.yaml").read_text())
+    modes["modes"]["normal"].update(cpu_load_ceiling=1.0, deadline_ms=2000.0)
+    modes_file = tmp_path_factory.mktemp("classifier") / "modes.yaml"
+    modes_file.write_text(yaml.safe_dump(modes))
     test = load_image_folder(CIFAR10, "test")
     with node_and_probe(DOMAIN, test.images[0], "-p", f"model:={MODEL}", "-p", "vehicle_mode:=normal",
-                        "-p", "preempt_on_new_frame:=false", "-p", "score_threshold:=0.01") as peer:
+                        "-p", f"modes_file:={modes_file}", "-p", "preempt_on_new_frame:=false",
+                        "-p", "score_threshold:=0.01") as peer:
         yield peer, test
 
 
@@ -35,6 +43,6 @@ def test_classifier_results_and_gate_stops(probe):
         assert (d.center_x, d.center_y, d.width, d.height) == pytest.approx((16, 16, 32, 32))
     reasons = [f.stop_reason for f in finals]
     assert "confident" in reasons, reasons  # easy images leave at an early exit
-    assert set(reasons) <= {"confident", "budget", "deadline", "load", "complete"}
+    assert set(reasons) <= {"confident", "complete"}
     correct = sum(f.detections[0].class_id == label for f, label in zip(finals, test.labels[:30]))
     assert correct >= 18, f"{correct}/30 correct"  # the shipped ResNet-20 with exits: ~86 % in this mode
