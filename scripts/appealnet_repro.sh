@@ -40,10 +40,13 @@ cifar10() { for arch in $LITTLE_NETS; do pair cifar10 "$DATASETS/cifar10/cifar10
 gtsrb() { for arch in $LITTLE_NETS; do pair gtsrb "$DATASETS/gtsrb/gtsrb32_jpg.zip" "$GTSRB_BIG" "$arch" --no-flip; done; }
 report() {
   python -m anytime_perception.eval.appeal_report --runs "$RUNS" --out docs/results
-  # network selection over little -> ResNet-20 -> ResNet-32 (scripts/early_exits_repro.sh trains both ResNets)
-  python -m anytime_perception.eval.cascade_report --data "$DATASETS/cifar10/cifar10_jpg.zip" --names mobilenet resnet20 resnet32 \
-    --networks "$RUNS/cifar10/mobilenet/little/last.pt" runs/exits/cifar10_resnet20/backbone/last.pt \
-    runs/exits/cifar10_resnet32/backbone/last.pt --out docs/results
+  # network selection: ShuffleNet -> MobileNet -> ResNet-20 (rising cost and accuracy), and
+  # MobileNet -> ResNet-20 -> ResNet-32 (scripts/early_exits_repro.sh trains both ResNets)
+  local cascade=(python -m anytime_perception.eval.cascade_report --data "$DATASETS/cifar10/cifar10_jpg.zip" --out docs/results)
+  "${cascade[@]}" --names shufflenet mobilenet resnet20 --networks "$RUNS/cifar10/shufflenet/little/last.pt" \
+    "$RUNS/cifar10/mobilenet/little/last.pt" runs/exits/cifar10_resnet20/backbone/last.pt
+  "${cascade[@]}" --dataset cifar10_r32 --names mobilenet resnet20 resnet32 --networks "$RUNS/cifar10/mobilenet/little/last.pt" \
+    runs/exits/cifar10_resnet20/backbone/last.pt runs/exits/cifar10_resnet32/backbone/last.pt
 }
 
 case ${1:-all} in
