@@ -136,6 +136,16 @@ class RosProbe:
             time.sleep(pause_s)
         return stamps
 
+    def publish_until(self, frame: np.ndarray, stamp_sec: int, condition: Callable[[], bool],
+                      timeout: float = 30.0, period_s: float = 0.2) -> bool:
+        """Publish ``frame`` every ``period_s`` until ``condition`` holds (e.g. a server was
+        discovered and answered); whether it did within ``timeout``."""
+        end = time.monotonic() + timeout
+        while not condition() and time.monotonic() < end:
+            self.publish(frame, stamp_sec)
+            self.wait_until(condition, period_s)
+        return condition()
+
     def publish_raw(self, msg: Image) -> None:
         self.camera.publish(msg)
 

@@ -63,8 +63,9 @@ def test_unsure_frames_are_appealed_over_the_network_and_the_deadline_holds_when
         with node_and_probe(DOMAIN, frames[0], "-p", f"model:={little}", "-p", f"modes_file:={modes}",
                             "-p", "preempt_on_new_frame:=false", "-p", "diagnostics_period_s:=0.2",
                             "-p", "score_threshold:=0.3") as peer:
-            assert peer.wait_until(lambda: any(m.source == "appeal" for m in _finals(peer, range(0, 10**6))), 30.0), \
-                "no appeal was ever answered"
+            # discovery of the server is asynchronous: frames go local-only until it is found
+            assert peer.publish_until(frames[0], 90, lambda: any(m.source == "appeal" for m in _finals(peer, [90])),
+                                      60.0), "no appeal was ever answered"
             stamps = peer.send_in_turn(frames[1:9], 100, pause_s=0.05)
             finals = _finals(peer, stamps)
             appealed = [m for m in finals if m.source == "appeal"]
@@ -125,12 +126,9 @@ def test_modes_without_appeals_missing_server_and_wrong_model_stay_local(setup, 
     try:
         with node_and_probe(DOMAIN + 1, frames[0], "-p", f"model:={wrong}", "-p", f"modes_file:={modes}",
                             "-p", "diagnostics_period_s:=0.2") as peer:
-            for _ in range(150):  # until the server has been discovered and has refused an appeal
-                if int(peer.diagnostics().get("appeals_failed", 0)) > 0:
-                    break
-                peer.publish(frames[4], 390)
-                time.sleep(0.2)
-            assert int(peer.diagnostics().get("appeals_failed", 0)) > 0, peer.diagnostics()
+            # until the server has been discovered and has refused an appeal
+            assert peer.publish_until(frames[4], 390, lambda: int(peer.diagnostics().get("appeals_failed", 0)) > 0,
+                                      30.0), peer.diagnostics()
             peer.set_parameter("vehicle_mode", "power_saving")
             stamps = peer.send_in_turn(frames[4:7], 400, pause_s=0.05)
             assert all(m.source == "local" and m.mode == "power_saving" for m in _finals(peer, stamps))
