@@ -30,7 +30,7 @@ from ..data.road_signs import load_split, read_rgb
 from ..runtime.manifest import ManifestError
 from ..runtime.model import AnytimeModel
 from ..runtime.modes import ModeError, ModeTable, load_modes
-from .calibrate import available_rules, calibrate, cheapest_rule, collect, mode_thresholds, write_gate
+from .calibrate import available_rules, calibrate, cheapest_rule, collect, mode_thresholds, print_summary, write_gate
 from .detector import collect_detector, learn_frame_gate
 
 
@@ -93,10 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     (Path(args.model) / "calibration.json").write_text(json.dumps({"rule": rule, "images": images,
                                                                     "summary": summary}, indent=2))
-    print(f"{'rule':<11}{'mode':<14}{'target':<26}{'accuracy':>9}{'final':>8}{'MACs':>7}")
-    for row in summary:
-        print(f"{row['rule']:<11}{row['mode']:<14}{row['target']:<26}{row['accuracy']:>9.4f}"
-              f"{row['final_accuracy']:>8.4f}{row['mean_macs_fraction']:>7.3f}")
+    print_summary(summary, [("rule", "rule", 11, ""), ("mode", "mode", 14, ""), ("target", "target", 26, ""),
+                            ("accuracy", "accuracy", 9, ".4f"), ("final", "final_accuracy", 8, ".4f"),
+                            ("MACs", "mean_macs_fraction", 7, ".3f")])
     print(f"wrote the gate section (default rule {rule!r}) into {path}")
     return 0
 

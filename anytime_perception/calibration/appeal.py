@@ -41,7 +41,7 @@ from ..runtime.model import AnytimeModel
 from ..runtime.modes import ModeError, ModeTable, load_modes
 from ..runtime.preprocess import Preprocessor
 from ..runtime.types import Detection
-from .calibrate import write_section
+from .calibrate import print_summary, write_section
 
 __all__ = ["AppealRecords", "appeal_stage", "collect_appeals", "classification_quality", "detection_quality", "appeal_threshold",
            "mode_appeal_thresholds", "write_appeal", "main"]
@@ -198,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     (Path(args.model) / "appeal_calibration.json").write_text(json.dumps(
         {"big_model": big.model.manifest.name, "images": images, "summary": summary}, indent=2))
-    print(f"{'mode':<14}{'target':<26}{'threshold':>10}{'appealed':>10}{'quality':>9}{'little':>8}{'big':>8}")
-    for r in summary:
-        print(f"{r['mode']:<14}{r['target']:<26}{r['threshold']:>10.4f}{r['appeal_rate']:>10.3f}{r['quality']:>9.4f}"
-              f"{r['little_quality']:>8.4f}{r['big_quality']:>8.4f}")
+    print_summary(summary, [("mode", "mode", 14, ""), ("target", "target", 26, ""),
+                            ("threshold", "threshold", 10, ".4f"), ("appealed", "appeal_rate", 10, ".3f"),
+                            ("quality", "quality", 9, ".4f"),
+                            ("little", "little_quality", 8, ".4f"), ("big", "big_quality", 8, ".4f")])
     print(f"wrote the appeal section into {path}")
     return 0
 

@@ -17,7 +17,7 @@ from .policy import learn_policy
 from .rules import apply_thresholds, sequential_thresholds, thresholds_for_macs
 
 __all__ = ["ExitRecords", "collect", "available_rules", "rule_matrix", "policy_features", "mode_thresholds", "calibrate",
-           "write_gate", "write_section"]
+           "cheapest_rule", "print_summary", "write_gate", "write_section"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,14 @@ def calibrate(records: ExitRecords, modes: ModeTable, rules: list[str], policy_l
         thresholds[rule], rows = mode_thresholds(rule, rule_matrix(rule, records, policies), correct, cumulative, modes)
         summary += rows
     return thresholds, policies, summary
+
+
+def print_summary(summary: list[dict], columns: list[tuple[str, str, int, str]]) -> None:
+    """Print summary rows as a fixed-width table; ``columns``: (header, key, width, number format),
+    an empty format for a left-aligned text column."""
+    print("".join(f"{h:<{w}}" if not f else f"{h:>{w}}" for h, _, w, f in columns))
+    for row in summary:
+        print("".join(f"{row[k]:<{w}}" if not f else f"{row[k]:>{w}{f}}" for _, k, w, f in columns))
 
 
 def cheapest_rule(summary: list[dict]) -> str:
