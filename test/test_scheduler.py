@@ -70,11 +70,12 @@ def test_one_stalled_run_does_not_block_a_stage_for_good():
 
 def test_publish_margin_grows_with_late_publishing_and_forgets_it():
     margin = PublishMargin(floor_s=0.002, window=3)
-    assert margin.seconds() == 0.002
+    assert margin.seconds(deadline_s=0.05) == 0.002
     margin.update(wait_end=1.0, published=1.0005)  # quick: the floor holds
-    assert margin.seconds() == 0.002
+    assert margin.seconds(deadline_s=0.05) == 0.002
     margin.update(wait_end=2.0, published=2.008)  # a loaded CPU: woke and published 8 ms late
-    assert margin.seconds() == pytest.approx(0.008)
+    assert margin.seconds(deadline_s=0.05) == pytest.approx(0.008)
+    assert margin.seconds(deadline_s=0.01) == pytest.approx(0.005)  # never more than half the deadline
     for t in (3.0, 4.0, 5.0):  # quiet again: the late frame leaves the window
         margin.update(wait_end=t, published=t + 0.001)
-    assert margin.seconds() == 0.002
+    assert margin.seconds(deadline_s=0.05) == 0.002

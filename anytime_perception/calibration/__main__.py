@@ -8,7 +8,8 @@ Runs the model's ONNX stages (as deployed), tunes one threshold per exit for eac
 mode's ``exit`` target in the modes file (exit by exit, lowest threshold that keeps the target),
 and writes the ``gate`` section (the rule the runtime uses, learned policy, thresholds per rule and
 mode) into the model's manifest; unless ``--rule`` names it, the runtime's rule is the one with the
-lowest mean MACs at the modes' accuracy-drop targets on the calibration images. A summary is printed and written next to it (``calibration.json``).
+lowest mean MACs at the modes' accuracy-drop targets on the calibration images. A summary is
+printed and written next to it (``calibration.json``).
 
 - Classifiers: on the calibration half of the test split; rules MSP, gap, entropy, the heads' own
   confidence, and the learned Bolukbasi policy.
@@ -65,7 +66,7 @@ def _classifier(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable)
     if args.rule and args.rule not in rules:
         raise ValueError(f"--rule {args.rule} is not among the calibrated --rules {rules}")
     thresholds, policies, summary = calibrate(records, modes, rules, args.policy_lambda)
-    return args.rule or cheapest_rule(summary), policies, thresholds, summary, len(calibration)
+    return args.rule or cheapest_rule(summary, modes), policies, thresholds, summary, len(calibration)
 
 
 def _detector(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable) -> tuple[str, list, dict, list, int]:

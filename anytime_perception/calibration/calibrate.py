@@ -128,13 +128,15 @@ def print_summary(summary: list[dict], columns: list[tuple[str, str, int, str]])
         print("".join(f"{row[k]:<{w}}" if not f else f"{row[k]:>{w}{f}}" for _, k, w, f in columns))
 
 
-def cheapest_rule(summary: list[dict]) -> str:
+def cheapest_rule(summary: list[dict], modes: ModeTable) -> str:
     """The rule with the lowest mean MACs over the modes with an accuracy-drop target (all of them
     keep their target), ties broken by the highest accuracy in the modes with a MACs target."""
+    drop_modes = {m.name for m in modes.modes.values() if m.exit_target and m.exit_target[0] == "max_accuracy_drop"}
+
     def cost(rule: str) -> tuple[float, float]:
         rows = [r for r in summary if r["rule"] == rule]
-        drop = [r["mean_macs_fraction"] for r in rows if r["target"].startswith("max_accuracy_drop")]
-        macs = [r["accuracy"] for r in rows if not r["target"].startswith("max_accuracy_drop")]
+        drop = [r["mean_macs_fraction"] for r in rows if r["mode"] in drop_modes]
+        macs = [r["accuracy"] for r in rows if r["mode"] not in drop_modes]
         return float(np.mean(drop)) if drop else 0.0, -float(np.mean(macs)) if macs else 0.0
     if not summary:
         raise ValueError("no mode of the modes file has an exit target: nothing to choose a rule by")

@@ -175,8 +175,7 @@ class AnytimeEngine:
                        newer_frame_waiting: NewerFrameWaiting | None) -> None:
         """The big network's answer as the final result if it comes before the deadline (a newer
         frame waiting ends the wait); otherwise the last local result."""
-        deadline_s = frame.results[-1].deadline_ms / 1000.0  # the frame's own mode, even after a switch
-        until = frame.start + deadline_s - self.publish_margin.seconds(cap_s=deadline_s / 2)
+        until = self._wait_end(frame, frame.results[-1].deadline_ms)  # the frame's own mode, even after a switch
         wait_start = time.perf_counter()
         answer = self.appealer.wait(frame.appeal, until, newer_frame_waiting)
         last = frame.results[-1]
@@ -192,6 +191,12 @@ class AnytimeEngine:
         self._final(frame, dataclasses.replace(last, stop_reason=reason.value), on_result)
         if reason is StopReason.DEADLINE:
             self.publish_margin.update(max(until, wait_start), time.perf_counter())
+
+    def _wait_end(self, frame: Frame, deadline_ms: float) -> float:
+        """When a wait for the frame's appeal must end (perf_counter time): the deadline less the
+        time needed to publish the final."""
+        deadline_s = deadline_ms / 1000.0
+        return frame.start + deadline_s - self.publish_margin.seconds(deadline_s)
 
     def _appealed_result(self, last: StageResult, answer: AppealAnswer) -> StageResult:
         """The answer as a result after every local stage (``stage == num_stages``)."""
@@ -226,10 +231,9 @@ class AnytimeEngine:
             confident=self.gate.is_confident(k, confidence, mode.name),
             newer_frame_waiting=bool(newer_frame_waiting and newer_frame_waiting()),
         ), mode)
-        deadline_s = mode.deadline_ms / 1000.0
-        time_left = frame.start + deadline_s - time.perf_counter() - self.publish_margin.seconds(cap_s=deadline_s / 2)
         appeal_now = self.appealer is not None and frame.appeal is None and self.appealer.should_appeal(
-            k, confidences, mode.name, time_left, time.perf_counter())
+            k, confidences, mode.name, self._wait_end(frame, mode.deadline_ms) - time.perf_counter(),
+            time.perf_counter())
         if reason not in (None, StopReason.PREEMPTED) and (appeal_now or frame.appeal is not None):
             frame.local_stop, reason = reason, None  # the final waits for the appeal's answer
         elif reason is StopReason.PREEMPTED and frame.appeal is not None:

@@ -81,18 +81,18 @@ class LatencyEstimator:
 class PublishMargin:
     """How long before the deadline a wait (for an appeal's answer) must end so that the final
     result is still published in time: the largest of the recent measured wake-up-to-published
-    times, never below ``floor_s`` (default: about one scheduler time slice of a busy Linux CPU).
-    On a loaded CPU the thread wakes late and publishing slows; the margin grows with it after the
-    first late frame instead of missing every deadline.
+    times, never below ``floor_s`` (default: about one scheduler time slice of a busy Linux CPU)
+    and never above half the deadline. On a loaded CPU the thread wakes late and publishing slows;
+    the margin grows with it after the first late frame instead of missing every deadline.
     """
 
     def __init__(self, floor_s: float = 0.005, window: int = 32) -> None:
         self.floor_s = floor_s
         self._needed: deque[float] = deque(maxlen=window)
 
-    def seconds(self, cap_s: float = float("inf")) -> float:
-        """The current margin, at most ``cap_s``."""
-        return min(cap_s, max([self.floor_s, *self._needed]))
+    def seconds(self, deadline_s: float) -> float:
+        """The current margin for a frame with deadline ``deadline_s``."""
+        return min(deadline_s / 2, max([self.floor_s, *self._needed]))
 
     def update(self, wait_end: float, published: float) -> None:
         """Record a wait that ran out at ``wait_end`` and a final published at ``published``
