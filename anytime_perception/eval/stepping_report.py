@@ -25,8 +25,10 @@ PAPER_TABLE_I = {
     "lenet_3c1l": (83.36, ((68.5, 9.65), (77.38, 29.55), (79.81, 48.62), (80.4, 78.52))),
     "lenet5": (74.96, ((51.8, 13.64), (59.56, 26.54), (68.64, 55.07), (72.03, 82.74))),
 }
-METHODS = {"stepping": "SteppingNet", "stepping_per_mac": "SteppingNet, ranked per MAC (ours)",
-           "anywidth": "any-width", "slimmable": "slimmable"}
+METHODS = {"stepping": "SteppingNet", "anywidth": "any-width", "slimmable": "slimmable"}
+# how each neuron ranking (training/stepping.py RANKINGS) is named next to "SteppingNet"
+RANKING_NAMES = {"importance": "", "layer_relative": ", ranked within layers (ours)",
+                 "importance_per_mac": ", ranked per MAC saved (ours)"}
 ABLATION = {"stepping": "full", "stepping_no_suppression": "without LR suppression",
             "stepping_no_kd": "without KD", "stepping_no_both": "without both"}
 
@@ -38,6 +40,11 @@ def _load(runs: Path) -> dict[str, dict[str, dict]]:
         if "subnet_accuracy" in result:  # detectors report mAP through the eval CLI instead
             sets.setdefault(path.parent.parent.name, {})[path.parent.name] = result
     return sets
+
+
+def _label(key: str, result: dict) -> str:
+    """The method's name; a SteppingNet run also names its neuron ranking unless it is the paper's."""
+    return METHODS[key] + (RANKING_NAMES[result["config"]["ranking"]] if key == "stepping" else "")
 
 
 def _pct(x: float) -> str:
@@ -52,12 +59,12 @@ def _table_one(name: str, results: dict[str, dict]) -> list[str]:
              f"{original['original_macs'] / 1e6:.2f} M MACs.", "",
              "| method | " + " | ".join(f"subnet {i + 1}: A (%) / M/M_t (%) / A/A_t" for i in range(4)) + " |",
              "|---|" + "---|" * 4]
-    for key, label in METHODS.items():
+    for key in METHODS:
         if key not in results:
             continue
         r = results[key]
         cells = [f"{_pct(a)} / {_pct(m)} / {a / a_t:.3f}" for a, m in zip(r["subnet_accuracy"], r["macs_fraction"])]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(key, r)} | " + " | ".join(cells) + " |")
     arch = original["arch"]
     if arch in PAPER_TABLE_I and "cifar10" in name:
         paper_t, paper = PAPER_TABLE_I[arch]
@@ -69,10 +76,11 @@ def _table_one(name: str, results: dict[str, dict]) -> list[str]:
 
 def _plot(name: str, results: dict[str, dict], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for key, label in METHODS.items():
+    for key in METHODS:
         if key in results:
             r = results[key]
-            ax.plot([100 * m for m in r["macs_fraction"]], [100 * a for a in r["subnet_accuracy"]], "o-", label=label)
+            ax.plot([100 * m for m in r["macs_fraction"]], [100 * a for a in r["subnet_accuracy"]], "o-",
+                    label=_label(key, r))
     original = results["original"]
     ax.axhline(100 * original["subnet_accuracy"][0], color="grey", ls="--", label="original network")
     arch = original["arch"]
