@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every run behind docs/results/steppingnet.md (CPU schedule; see that page).
-#   scripts/steppingnet_repro.sh [lenet5|gtsrb|lenet_3c1l|ablation|all]   (default all; runs resume)
+#   scripts/steppingnet_repro.sh [lenet5|gtsrb|lenet_3c1l|variants|gtsrb_variants|all]   (default all; runs resume)
 # Runs one process at a time (THREADS torch threads each); the runs of a set after its original
 # network are independent and may also run in parallel.
 # then: python -m anytime_perception.eval.stepping_report --runs runs/steppingnet --out docs/results
@@ -32,21 +32,28 @@ run_set() {
 # CIFAR-10 LeNet-5: N_t = 300 (the paper's) x m = 125 (paper: 250), 30 retraining epochs;
 # baselines 126 epochs = (37,500 + 30 x 390) / 390 batches.
 LENET5=(300 125 30 126)
-ablation() {  # Fig. 8: without LR suppression, without KD, without both (LeNet-5, CIFAR-10, same schedule)
-  local out=$RUNS/cifar10_lenet5
-  local step=(--data "$CIFAR10" --arch lenet5 --teacher "$out/original/last.pt" --iterations "${LENET5[0]}"
-              --batches-per-iteration "${LENET5[1]}" --epochs "${LENET5[2]}" --ranking "$RANKING")
-  run stepping "${step[@]}" --no-suppression --out "$out/stepping_no_suppression"
-  run stepping "${step[@]}" --no-kd --out "$out/stepping_no_kd"
-  run stepping "${step[@]}" --no-suppression --no-kd --out "$out/stepping_no_both"
+# GTSRB LeNet-5 (306 batches/epoch, no flips): N_t = 300 x m = 30, 15 retraining epochs; baselines 44 epochs
+GTSRB_LENET5=(300 30 15 44)
+
+# variants NAME DATA ITERATIONS BATCHES_PER_ITERATION RETRAIN_EPOCHS [extra...]: on one LeNet-5 set,
+# SteppingNet with the paper's ranking, and the ablation of Fig. 8 (without LR suppression, without KD, without both)
+variants() {
+  local name=$1 data=$2 iters=$3 m=$4 retrain=$5; shift 5
+  local out=$RUNS/$name
+  local step=(--data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt" --iterations "$iters"
+              --batches-per-iteration "$m" --epochs "$retrain")
+  run stepping "${step[@]}" --ranking importance --out "$out/stepping_paper_ranking"
+  run stepping "${step[@]}" --ranking "$RANKING" --no-suppression --out "$out/stepping_no_suppression"
+  run stepping "${step[@]}" --ranking "$RANKING" --no-kd --out "$out/stepping_no_kd"
+  run stepping "${step[@]}" --ranking "$RANKING" --no-suppression --no-kd --out "$out/stepping_no_both"
 }
 
 case ${1:-all} in
   lenet5) run_set cifar10_lenet5 "$CIFAR10" lenet5 30 "${LENET5[@]}" ;;
-  # GTSRB LeNet-5 (306 batches/epoch, no flips): N_t = 300 x m = 30, 15 retraining epochs; baselines 44 epochs
-  gtsrb) run_set gtsrb_lenet5 "$GTSRB" lenet5 15 300 30 15 44 --no-flip ;;
+  gtsrb) run_set gtsrb_lenet5 "$GTSRB" lenet5 15 "${GTSRB_LENET5[@]}" --no-flip ;;
   lenet_3c1l) run_set cifar10_lenet_3c1l "$CIFAR10" lenet_3c1l 12 40 25 8 10 ;;
-  ablation) ablation ;;
-  all) "$0" lenet5; "$0" gtsrb; "$0" lenet_3c1l; "$0" ablation ;;
-  *) echo "usage: $0 [lenet5|gtsrb|lenet_3c1l|ablation|all]" >&2; exit 2 ;;
+  variants) variants cifar10_lenet5 "$CIFAR10" "${LENET5[@]::3}" ;;
+  gtsrb_variants) variants gtsrb_lenet5 "$GTSRB" "${GTSRB_LENET5[@]::3}" --no-flip ;;
+  all) "$0" lenet5; "$0" gtsrb; "$0" lenet_3c1l; "$0" variants; "$0" gtsrb_variants ;;
+  *) echo "usage: $0 [lenet5|gtsrb|lenet_3c1l|variants|gtsrb_variants|all]" >&2; exit 2 ;;
 esac

@@ -307,13 +307,16 @@ def test_report_writes_table_structure_and_plots(tmp_path):
             "stepping": {"subnet_accuracy": [0.4, 0.5, 0.6, 0.65], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
                          "level_counts": [[1, 1, 2, 2, 6], [10, 0, 0, 0, 30]],
                          "wall_s": {"construct": 120.0, "train": 60.0}, "config": {"ranking": "importance_per_mac"}},
+            "stepping_paper_ranking": {"subnet_accuracy": [0.35, 0.5, 0.6, 0.65], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
+                                       "config": {"ranking": "importance"}},
             "anywidth": {"subnet_accuracy": [0.3, 0.5, 0.6, 0.66], "macs_fraction": [0.15, 0.3, 0.6, 0.85]}}
     for method, result in runs.items():
         (tmp_path / "runs" / "cifar10_lenet5" / method).mkdir(parents=True)
         (tmp_path / "runs" / "cifar10_lenet5" / method / "result.json").write_text(json.dumps({**common, **result}))
     assert stepping_report.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     tables = (tmp_path / "out" / "steppingnet_tables.md").read_text()
-    assert "| SteppingNet, ranked per MAC saved (ours) | 40.00 / 14.00 / 0.571 |" in tables and "paper's SteppingNet (original 74.96 %)" in tables
+    assert "| SteppingNet, ranked per MAC saved (ours) | 40.00 / 14.00 / 0.571 |" in tables
+    assert "| SteppingNet | 35.00 / 14.00 / 0.500 |" in tables and "paper's SteppingNet (original 74.96 %)" in tables
     assert "| stepping | 1 / 2 / 4 / 6 (of 12) | 10 / 10 / 10 / 10 (of 40) |" in tables
     assert "| stepping | 3.0 (construct 2.0, train 1.0) |" in tables
     assert (tmp_path / "out" / "steppingnet_cifar10_lenet5.png").stat().st_size > 0

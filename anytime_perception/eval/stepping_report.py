@@ -25,7 +25,8 @@ PAPER_TABLE_I = {
     "lenet_3c1l": (83.36, ((68.5, 9.65), (77.38, 29.55), (79.81, 48.62), (80.4, 78.52))),
     "lenet5": (74.96, ((51.8, 13.64), (59.56, 26.54), (68.64, 55.07), (72.03, 82.74))),
 }
-METHODS = {"stepping": "SteppingNet", "anywidth": "any-width", "slimmable": "slimmable"}
+METHODS = {"stepping": "SteppingNet", "stepping_paper_ranking": "SteppingNet", "anywidth": "any-width",
+           "slimmable": "slimmable"}
 # how each neuron ranking (training/stepping.py RANKINGS) is named next to "SteppingNet"
 RANKING_NAMES = {"importance": "", "layer_relative": ", ranked within layers (ours)",
                  "importance_per_mac": ", ranked per MAC saved (ours)"}
@@ -44,7 +45,7 @@ def _load(runs: Path) -> dict[str, dict[str, dict]]:
 
 def _label(key: str, result: dict) -> str:
     """The method's name; a SteppingNet run also names its neuron ranking unless it is the paper's."""
-    return METHODS[key] + (RANKING_NAMES[result["config"]["ranking"]] if key == "stepping" else "")
+    return METHODS[key] + (RANKING_NAMES[result["config"]["ranking"]] if key.startswith("stepping") else "")
 
 
 def _pct(x: float) -> str:
