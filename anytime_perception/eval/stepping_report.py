@@ -3,8 +3,8 @@
     python -m anytime_perception.eval.stepping_report --runs runs/steppingnet --out docs/results
 
 Reads ``<runs>/<set>/<method>/result.json`` (written by ``training.stepping_run``) and writes
-``<out>/steppingnet_tables.md`` (Table I next to the paper's, baselines, ablation) and one accuracy-vs-MACs
-PNG per set plus the ablation PNG.
+``<out>/steppingnet_tables.md`` (Table I next to the paper's, the baselines interpolated at SteppingNet's
+MACs, ablation, structure, commands) and one accuracy-vs-MACs PNG per set plus the ablation PNG.
 """
 from __future__ import annotations
 

@@ -231,9 +231,9 @@ class AnytimeEngine:
             confident=self.gate.is_confident(k, confidence, mode.name),
             newer_frame_waiting=bool(newer_frame_waiting and newer_frame_waiting()),
         ), mode)
+        now = time.perf_counter()
         appeal_now = self.appealer is not None and frame.appeal is None and self.appealer.should_appeal(
-            k, confidences, mode.name, self._wait_end(frame, mode.deadline_ms) - time.perf_counter(),
-            time.perf_counter())
+            k, confidences, mode.name, self._wait_end(frame, mode.deadline_ms) - now, now)
         if reason not in (None, StopReason.PREEMPTED) and (appeal_now or frame.appeal is not None):
             frame.local_stop, reason = reason, None  # the final waits for the appeal's answer
         elif reason is StopReason.PREEMPTED and frame.appeal is not None:
