@@ -25,6 +25,9 @@ run_set() {
   local teacher=(--teacher "$out/original/last.pt")
   run stepping "${common[@]}" "${teacher[@]}" --iterations "$iters" --batches-per-iteration "$m" --epochs "$retrain" \
     --ranking "$RANKING" --out "$out/stepping"
+  # the same with funnel-free moves (no increment reaches the logits through fewer later neurons than it adds)
+  run stepping "${common[@]}" "${teacher[@]}" --iterations "$iters" --batches-per-iteration "$m" --epochs "$retrain" \
+    --ranking "$RANKING" --funnel-free --out "$out/stepping_funnel_free"
   run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/anywidth"
   run slimmable "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/slimmable"
 }

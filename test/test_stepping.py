@@ -143,13 +143,14 @@ def test_lr_suppression_scales_gradients_by_beta_power():
         assert torch.allclose(model.convs[1].weight.grad[rows], raw[rows] * factor)
 
 
-def test_construction_meets_mac_targets(cifar):
+@pytest.mark.parametrize("funnel_free", [False, True])
+def test_construction_meets_mac_targets(cifar, funnel_free):
     torch.manual_seed(0)
     spec = LENET_5.with_classes(10)
     original = SteppingNet(spec, 1).macs(0)
     targets = [round(f * original) for f in (0.15, 0.30, 0.60, 0.85)]
     model = SteppingNet(spec.expanded(2.0), 4)
-    cfg = SteppingConfig(iterations=6, batches_per_iteration=4, lr=0.02)
+    cfg = SteppingConfig(iterations=6, batches_per_iteration=4, lr=0.02, funnel_free=funnel_free)
     stream = batches(cifar, 64, torch.Generator().manual_seed(0))
     construct(model, stream, partial(distillation_loss, gamma=1.0, temperature=1.0), targets, cfg)
     macs = [model.macs(i) for i in range(4)]
@@ -186,6 +187,21 @@ def test_per_mac_ranking_moves_the_neuron_that_saves_most():
     move_neurons(model, equal, [model.macs(0) // 2, model.macs(1)], chunk=1, ranking="importance_per_mac")
     moved = [int((model.levels(l) == 1).sum()) for l in range(model.num_hidden)]
     assert moved == [2, 1, 1, 1]  # a first-layer channel: by far the most MACs per neuron
+
+
+def test_funnel_free_moves_widen_the_later_layers_first():
+    """Per MAC a first-layer channel moves first; funnel-free, it may enter increment 1 only once
+    every later layer holds as large a share of its neurons there, so the chain starts at the output."""
+    model = _with_increment(SteppingNet(LENET_5.expanded(2.0), 2))
+    equal = [torch.ones(w) for w in model.widths]
+    move_neurons(model, equal, [model.macs(0) // 2, model.macs(1)], chunk=1, ranking="importance_per_mac",
+                 funnel_free=True)
+    assert [int((model.levels(l) == 1).sum()) for l in range(model.num_hidden)] == [1, 1, 1, 2]
+    move_neurons(model, equal, [model.macs(0) // 2, model.macs(1)], chunk=400_000, ranking="importance_per_mac",
+                 funnel_free=True)
+    counts = model.level_counts()
+    shares = counts[:, 1] / counts.sum(1)
+    assert int(counts[0, 1]) == 2 and bool((shares[1:] >= shares[0]).all())  # the channel moved, behind wide layers
 
 
 def test_layer_relative_ranking_ignores_each_layers_scale():
@@ -275,7 +291,7 @@ def test_cli_trains_resumes_and_exports(tmp_path, cifar):
               "--batch-size", "64"]
     assert stepping_run.main(["original", *common, "--epochs", "1", "--out", str(tmp_path / "orig")]) == 0
     teacher = ["--teacher", str(tmp_path / "orig" / "last.pt")]
-    step = ["stepping", *common, *teacher, "--iterations", "3", "--batches-per-iteration", "2",
+    step = ["stepping", *common, *teacher, "--iterations", "3", "--batches-per-iteration", "2", "--funnel-free",
             "--out", str(tmp_path / "step")]
     assert stepping_run.main([*step, "--epochs", "1"]) == 0
     assert stepping_run.main([*step, "--epochs", "2", "--resume"]) == 0  # continues, no second construction
@@ -283,7 +299,7 @@ def test_cli_trains_resumes_and_exports(tmp_path, cifar):
     assert stepping_run.main([*step, "--epochs", "2", "--resume"]) == 0  # nothing left: evaluates only
     result = json.loads((tmp_path / "step" / "result.json").read_text())
     assert len(result["subnet_accuracy"]) == 4 and result["macs_fraction"] == sorted(result["macs_fraction"])
-    assert result["macs_fraction"][-1] <= 0.85 + 1e-9
+    assert result["macs_fraction"][-1] <= 0.85 + 1e-9 and result["config"]["funnel_free"] is True
     assert result["wall_s"].keys() == {"construct", "train"} and result["wall_s"] == pytest.approx(wall, abs=1.0)
     from anytime_perception.export.__main__ import main as export_main
     export_main(["--checkpoint", str(tmp_path / "step" / "last.pt"), "--out", str(tmp_path / "model")])
@@ -309,6 +325,9 @@ def test_report_writes_table_structure_and_plots(tmp_path):
                          "wall_s": {"construct": 120.0, "train": 60.0}, "config": {"ranking": "importance_per_mac"}},
             "stepping_paper_ranking": {"subnet_accuracy": [0.35, 0.5, 0.6, 0.65], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
                                        "config": {"ranking": "importance"}},
+            "stepping_funnel_free": {"subnet_accuracy": [0.45, 0.55, 0.62, 0.67],
+                                     "macs_fraction": [0.15, 0.3, 0.6, 0.85],
+                                     "config": {"ranking": "importance_per_mac", "funnel_free": True}},
             "anywidth": {"subnet_accuracy": [0.3, 0.5, 0.6, 0.66], "macs_fraction": [0.15, 0.3, 0.6, 0.85]}}
     for method, result in runs.items():
         (tmp_path / "runs" / "cifar10_lenet5" / method).mkdir(parents=True)
@@ -319,6 +338,9 @@ def test_report_writes_table_structure_and_plots(tmp_path):
     assert "| SteppingNet | 35.00 / 14.00 / 0.500 |" in tables
     # any-width at 28 % MACs: between its 15 % (30 %) and 30 % (50 %) subnets -> 47.33 %; 14 % is below its range
     assert "| 2 | 28.0 | 50.00 | 47.33 | +2.67 |" in tables and "| 1 | 14.0 | 40.00 | - | - |" in tables
+    funnel_free = "SteppingNet, ranked per MAC saved, funnel-free (ours)"
+    assert f"| {funnel_free} | 45.00 / 15.00 / 0.643 |" in tables
+    assert f"### cifar10_lenet5: {funnel_free}" in tables and "| 2 | 30.0 | 55.00 | 50.00 | +5.00 |" in tables
     assert "paper's SteppingNet (original 74.96 %)" in tables
     assert "| stepping | 1 / 2 / 4 / 6 (of 12) | 10 / 10 / 10 / 10 (of 40) |" in tables
     assert "| stepping | 3.0 (construct 2.0, train 1.0) |" in tables

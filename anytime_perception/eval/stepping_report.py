@@ -26,11 +26,13 @@ PAPER_TABLE_I = {
     "lenet_3c1l": (83.36, ((68.5, 9.65), (77.38, 29.55), (79.81, 48.62), (80.4, 78.52))),
     "lenet5": (74.96, ((51.8, 13.64), (59.56, 26.54), (68.64, 55.07), (72.03, 82.74))),
 }
-METHODS = {"stepping": "SteppingNet", "stepping_paper_ranking": "SteppingNet", "anywidth": "any-width",
-           "slimmable": "slimmable"}
+METHODS = {"stepping": "SteppingNet", "stepping_funnel_free": "SteppingNet", "stepping_paper_ranking": "SteppingNet",
+           "anywidth": "any-width", "slimmable": "slimmable"}
+# the SteppingNet constructions the baselines are compared with at equal MACs
+COMPARED = ("stepping", "stepping_funnel_free")
 # how each neuron ranking (training/stepping.py RANKINGS) is named next to "SteppingNet"
-RANKING_NAMES = {"importance": "", "layer_relative": ", ranked within layers (ours)",
-                 "importance_per_mac": ", ranked per MAC saved (ours)"}
+RANKING_NAMES = {"importance": "", "layer_relative": ", ranked within layers",
+                 "importance_per_mac": ", ranked per MAC saved"}
 ABLATION = {"stepping": "full", "stepping_no_suppression": "without LR suppression",
             "stepping_no_kd": "without KD", "stepping_no_both": "without both"}
 
@@ -45,8 +47,13 @@ def _load(runs: Path) -> dict[str, dict[str, dict]]:
 
 
 def _label(key: str, result: dict) -> str:
-    """The method's name; a SteppingNet run also names its neuron ranking unless it is the paper's."""
-    return METHODS[key] + (RANKING_NAMES[result["config"]["ranking"]] if key.startswith("stepping") else "")
+    """The method's name; a SteppingNet run also names its neuron ranking unless it is the paper's,
+    and whether its moves were funnel-free."""
+    if not key.startswith("stepping"):
+        return METHODS[key]
+    config = result["config"]
+    label = METHODS[key] + RANKING_NAMES[config["ranking"]] + (", funnel-free" if config.get("funnel_free") else "")
+    return label + (" (ours)" if label != METHODS[key] else "")
 
 
 def _pct(x: float) -> str:
@@ -76,16 +83,17 @@ def _table_one(name: str, results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _equal_macs(name: str, results: dict[str, dict]) -> list[str]:
-    """Each baseline's accuracy at SteppingNet's MACs, interpolated linearly between its own subnets.
+def _equal_macs(name: str, results: dict[str, dict], key: str) -> list[str]:
+    """Each baseline's accuracy at the MACs of SteppingNet run ``key``, interpolated linearly
+    between the baseline's own subnets.
 
     Outside a baseline's MAC range there is nothing to interpolate ("-"): no extrapolation.
     """
     baselines = [k for k in ("anywidth", "slimmable") if k in results]
-    if "stepping" not in results or not baselines:
+    if key not in results or not baselines:
         return []
-    step = results["stepping"]
-    lines = [f"### {name}", "", "| subnet | MACs (%) | SteppingNet A (%) | "
+    step = results[key]
+    lines = [f"### {name}: {_label(key, step)}", "", "| subnet | MACs (%) | SteppingNet A (%) | "
              + " | ".join(f"{METHODS[k]} A (%) | difference" for k in baselines) + " |",
              "|---|---|---|" + "---|---|" * len(baselines)]
     for i, (macs, acc) in enumerate(zip(step["macs_fraction"], step["subnet_accuracy"])):
@@ -183,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         if "original" not in results:
             continue
         tables += _table_one(name, results)
-        equal += _equal_macs(name, results)
+        for key in COMPARED:
+            equal += _equal_macs(name, results, key)
         plots.append(_plot(name, results, out))
         lines, plot = _ablation(name, results, out)
         ablations += lines

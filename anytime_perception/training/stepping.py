@@ -50,6 +50,10 @@ class SteppingConfig:
     # which neurons move first (``RANKINGS``): the least important (the paper), the least important
     # relative to the other candidates of the same layer, or the least important per MAC saved
     ranking: str = "importance"
+    # a neuron may enter level k of a layer only while every later layer holds at least the same
+    # share of its neurons at level k (``_can_move``), so no increment funnels its new features
+    # through fewer downstream neurons than it adds upstream; off = the paper's construction
+    funnel_free: bool = False
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -170,35 +174,48 @@ def _move_saving(model: SteppingNet, l: int, j: int, i: int) -> int:
     return saving
 
 
-def _can_move(counts: Tensor, l: int, i: int, min_neurons: int) -> bool:
+def _can_move(counts: Tensor, l: int, i: int, min_neurons: int, funnel_free: bool = False) -> bool:
     """Whether a level-``i`` neuron of layer ``l`` may move to level ``i + 1`` (``counts``:
     ``SteppingNet.level_counts``): subnet ``i`` keeps ``min_neurons`` in the layer, and no neuron
     becomes idle (``SteppingNet.idle_neurons``): the move neither takes the last level-``i`` neuron
     from a layer that earlier level-``i`` neurons feed through, nor puts the neuron into a level that
-    some later layer lacks (out of the last subnet = removed, always connected)."""
+    some later layer lacks (out of the last subnet = removed, always connected). With
+    ``funnel_free`` every later layer must also hold at least the share of its neurons at level
+    ``i + 1`` that layer ``l`` holds after the move."""
     if int(counts[l, : i + 1].sum()) <= min_neurons:
         return False
     if int(counts[l, i]) == 1 and bool((counts[:l, i] > 0).any()):
         return False
     removed = counts.shape[1] - 1
-    return i + 1 == removed or bool((counts[l + 1:, i + 1] > 0).all())
+    if i + 1 == removed:
+        return True
+    later = counts[l + 1:, i + 1]
+    if funnel_free:
+        share = (counts[l, i + 1] + 1) / counts[l].sum()
+        return bool((later / counts[l + 1:].sum(1) >= share).all())
+    return bool((later > 0).all())
 
 
 def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, target: int,
-          min_neurons: int) -> int | None:
+          min_neurons: int, funnel_free: bool) -> int | None:
     """Index in ``ranked`` (``_ranked``, ascending) of the next neuron to move out of subnet ``i``:
     the least important allowed one (``_can_move``) whose saving keeps the subnet at or above
     ``target``; if every allowed move goes below it, the one that saves least (the subnet lands
-    just under its target instead of a whole first-layer channel under it). None if none is allowed."""
+    just under its target instead of a whole first-layer channel under it). None if none is allowed.
+    With ``funnel_free``, a funnel-free move if there is one, else any connected one: later layers
+    that have passed their neurons on to larger subnets must not stop the construction."""
     counts = model.level_counts()
     excess = model.macs(i) - target
-    savings: dict[int, int] = {}
-    for k, (_, l, j) in enumerate(ranked):
-        if _can_move(counts, l, i, min_neurons):
-            savings[k] = _move_saving(model, l, j, i)
-            if savings[k] <= excess:
-                return k
-    return min(savings, key=savings.__getitem__, default=None)
+    for rule in ((True, False) if funnel_free else (False,)):
+        savings: dict[int, int] = {}
+        for k, (_, l, j) in enumerate(ranked):
+            if _can_move(counts, l, i, min_neurons, rule):
+                savings[k] = _move_saving(model, l, j, i)
+                if savings[k] <= excess:
+                    return k
+        if savings:
+            return min(savings, key=savings.__getitem__)
+    return None
 
 
 def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
@@ -227,14 +244,16 @@ def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
 
 
 def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int], chunk: float,
-                 min_neurons: int = 1, ranking: str = "importance") -> int:
+                 min_neurons: int = 1, ranking: str = "importance", funnel_free: bool = False) -> int:
     """Move the least important neurons (MACs just over ``chunk``) out of every subnet over its target.
 
     Subnets are visited from the largest down, so a neuron moves at most one level per call;
     moving out of the last subnet removes the neuron. Neurons are ranked by ``ranking`` (one of
     ``RANKINGS``, see ``_ranked``). Only moves that keep every subnet's new neurons connected to its
-    output are made (``_can_move``), so each increment pays only for neurons that change its output;
-    near its target a subnet skips neurons that would take it below the target (``_pick``).
+    output are made (``_can_move``; with ``funnel_free`` also only moves that keep every later layer
+    at least as wide, in share, at the destination level), so each increment pays only for neurons
+    that change its output; near its target a subnet skips neurons that would take it below the
+    target (``_pick``).
     Returns the number of neurons moved.
     """
     moved = 0
@@ -244,7 +263,7 @@ def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int
         ranked = _ranked(model, importance, i, ranking, min_neurons)
         start = model.macs(i)
         while start - model.macs(i) < chunk and _over_target(model, i, targets):
-            pick = _pick(model, ranked, i, targets[i], min_neurons)
+            pick = _pick(model, ranked, i, targets[i], min_neurons, funnel_free)
             if pick is None:
                 break
             _, l, j = ranked.pop(pick)
@@ -275,14 +294,14 @@ def construct(model: SteppingNet, data: Batches, loss_fn: Loss, targets: list[in
             images, labels = next(data)
             train_batch(model, optimizer, images, labels, loss_fn, cfg, None, cfg.beta, importance)
         sparsity = update_pruning(model, cfg.prune_threshold)
-        move_neurons(model, importance, targets, chunk, cfg.min_neurons, cfg.ranking)
+        move_neurons(model, importance, targets, chunk, cfg.min_neurons, cfg.ranking, cfg.funnel_free)
         bar.set_postfix({"MACs": "/".join(f"{model.macs(i) / targets[i]:.2f}" for i in range(model.num_subnets)),
                          "sparsity": f"{sparsity:.2f}"}, refresh=False)
         if on_iteration is not None:
             on_iteration(iteration + 1, optimizer)
     # targets not reached within N_t iterations: keep moving by the last importance, no training
     while any(_over_target(model, i, targets) for i in range(model.num_subnets)):
-        if move_neurons(model, importance, targets, chunk, cfg.min_neurons, cfg.ranking) == 0:
+        if move_neurons(model, importance, targets, chunk, cfg.min_neurons, cfg.ranking, cfg.funnel_free) == 0:
             break
     return optimizer
 

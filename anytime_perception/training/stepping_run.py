@@ -81,7 +81,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-suppression", action="store_true", help="beta = 1 (ablation)")
     add_run_args(p)
     for f in fields(SteppingConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default)
     return p.parse_args(argv)
 
 
