@@ -23,11 +23,11 @@ run_set() {
   local out=$RUNS/$name common=(--data "$data" --arch "$arch" "$@")
   run original "${common[@]}" --epochs "$orig" --out "$out/original"
   local teacher=(--teacher "$out/original/last.pt")
-  run stepping "${common[@]}" "${teacher[@]}" --iterations "$iters" --batches-per-iteration "$m" --epochs "$retrain" \
-    --ranking "$RANKING" --out "$out/stepping"
+  local step=(stepping "${common[@]}" "${teacher[@]}" --iterations "$iters" --batches-per-iteration "$m"
+              --epochs "$retrain" --ranking "$RANKING")
+  run "${step[@]}" --out "$out/stepping"
   # the same with funnel-free moves (no increment reaches the logits through fewer later neurons than it adds)
-  run stepping "${common[@]}" "${teacher[@]}" --iterations "$iters" --batches-per-iteration "$m" --epochs "$retrain" \
-    --ranking "$RANKING" --funnel-free --out "$out/stepping_funnel_free"
+  run "${step[@]}" --funnel-free --out "$out/stepping_funnel_free"
   run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/anywidth"
   run slimmable "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/slimmable"
 }

@@ -98,8 +98,8 @@ def _equal_macs(name: str, results: dict[str, dict], key: str) -> list[str]:
              "|---|---|---|" + "---|---|" * len(baselines)]
     for i, (macs, acc) in enumerate(zip(step["macs_fraction"], step["subnet_accuracy"])):
         cells = []
-        for key in baselines:
-            xs, ys = results[key]["macs_fraction"], results[key]["subnet_accuracy"]
+        for baseline in baselines:
+            xs, ys = results[baseline]["macs_fraction"], results[baseline]["subnet_accuracy"]
             if xs[0] <= macs <= xs[-1]:
                 base = float(np.interp(macs, xs, ys))
                 cells.append(f"{_pct(base)} | {100 * (acc - base):+.2f}")
