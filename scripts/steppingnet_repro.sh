@@ -28,7 +28,11 @@ run_set() {
   run "${step[@]}" --out "$out/stepping"
   # the same with funnel-free moves (no increment reaches the logits through fewer later neurons than it adds)
   run "${step[@]}" --funnel-free --out "$out/stepping_funnel_free"
+  # weight decay scoped to the trained subnet (unscoped decay kills the neurons moved up; steppingnet.md)
+  run "${step[@]}" --scoped-decay --out "$out/stepping_scoped_decay"
+  run "${step[@]}" --funnel-free --scoped-decay --out "$out/stepping_funnel_free_scoped_decay"
   run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/anywidth"
+  run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --scoped-decay --out "$out/anywidth_scoped_decay"
   run slimmable "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/slimmable"
 }
 
@@ -47,8 +51,10 @@ variants() {
               --batches-per-iteration "$m" --epochs "$retrain")
   run stepping "${step[@]}" --ranking importance --out "$out/stepping_paper_ranking"
   run stepping "${step[@]}" --ranking "$RANKING" --no-suppression --out "$out/stepping_no_suppression"
-  run stepping "${step[@]}" --ranking "$RANKING" --no-kd --out "$out/stepping_no_kd"
-  run stepping "${step[@]}" --ranking "$RANKING" --no-suppression --no-kd --out "$out/stepping_no_both"
+  # KD is used by retraining only: these two retrain the constructions of the runs above
+  run stepping "${step[@]}" --ranking "$RANKING" --no-kd --construction "$out/stepping" --out "$out/stepping_no_kd"
+  run stepping "${step[@]}" --ranking "$RANKING" --no-suppression --no-kd --construction "$out/stepping_no_suppression" \
+      --out "$out/stepping_no_both"
 }
 
 case ${1:-all} in

@@ -20,7 +20,8 @@ from anytime_perception.runtime.modes import load_modes
 from anytime_perception.training import stepping_run
 from anytime_perception.training.classification import batches, load_classification
 from anytime_perception.training.stepping import (SteppingConfig, assign_regular_levels, construct,
-                                                  distillation_loss, move_neurons, suppress_gradients)
+                                                  distillation_loss, make_optimizer, move_neurons, scoped_weight_decay,
+                                                  suppress_gradients)
 
 from conftest import CIFAR10, MODES_FILE
 
@@ -141,6 +142,36 @@ def test_lr_suppression_scales_gradients_by_beta_power():
     for level, factor in ((0, 0.25), (1, 0.5), (2, 1.0)):
         rows = owner == level
         assert torch.allclose(model.convs[1].weight.grad[rows], raw[rows] * factor)
+
+
+def test_constant_neurons_are_those_with_no_used_weight_or_no_bn_scale():
+    model = _random_levels(SteppingNet(LENET_5, 3), seed=2)
+    assert not any(c.any() for c in model.constant_neurons())
+    fc, conv = model.weighted_layers[2], 0
+    with torch.no_grad():
+        used = torch.as_tensor(model.input_levels(2))[None, :] <= model.levels(2)[:, None]
+        fc.weight[0][used[0]] = 0.0  # unused weights (inputs of higher levels) may stay large
+        model.norms[0].weight[conv] = 0.0
+        removed = int(torch.nonzero(model.levels(1) == 3)[0])
+        model.convs[1].weight[removed] = 0.0  # removed neurons never count
+    constant = model.constant_neurons()
+    assert constant[2][0] and int(constant[2].sum()) == 1 and constant[0][conv] and int(constant[0].sum()) == 1
+    assert not constant[1].any()
+
+
+def test_scoped_decay_decays_only_the_trained_subnets_weights():
+    model = _random_levels(SteppingNet(LENET_5, 3), seed=2).train()
+    cfg = SteppingConfig(scoped_decay=True, weight_decay=0.1)
+    optimizer = make_optimizer(model, cfg)
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] for p in g["params"]}
+    assert not decayed & {id(p) for p in model.parameters()}  # every weight has an owner: decayed by hand
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    scoped_weight_decay(model.weight_owners(), 1, cfg.weight_decay)
+    weight, grad, owner = model.convs[1].weight, model.convs[1].weight.grad, model.levels(1)
+    assert torch.allclose(grad[owner <= 1], 0.1 * weight[owner <= 1]) and not grad[owner == 2].any()
+    unscoped = make_optimizer(model, SteppingConfig(weight_decay=0.1))
+    assert [g["weight_decay"] for g in unscoped.param_groups] == [0.1]
 
 
 @pytest.mark.parametrize("funnel_free", [False, True])
@@ -286,23 +317,38 @@ def test_engine_publishes_a_classifier_as_one_whole_image_detection(tmp_path):
         assert d.label == "abcdefghij"[d.class_id] and 0.1 <= d.score <= 1.0
 
 
-def test_cli_trains_resumes_and_exports(tmp_path, cifar):
+def test_cli_trains_resumes_reuses_a_construction_and_exports(tmp_path, cifar, capsys):
     common = ["--data", str(CIFAR10), "--arch", "lenet5", "--train-limit", "512", "--test-limit", "256",
               "--batch-size", "64"]
-    assert stepping_run.main(["original", *common, "--epochs", "1", "--out", str(tmp_path / "orig")]) == 0
-    teacher = ["--teacher", str(tmp_path / "orig" / "last.pt")]
+    runs = tmp_path / "runs" / "cifar10_lenet5"
+    assert stepping_run.main(["original", *common, "--epochs", "1", "--out", str(runs / "original")]) == 0
+    teacher = ["--teacher", str(runs / "original" / "last.pt")]
     step = ["stepping", *common, *teacher, "--iterations", "3", "--batches-per-iteration", "2", "--funnel-free",
-            "--out", str(tmp_path / "step")]
+            "--scoped-decay", "--out", str(runs / "stepping")]
     assert stepping_run.main([*step, "--epochs", "1"]) == 0
     assert stepping_run.main([*step, "--epochs", "2", "--resume"]) == 0  # continues, no second construction
-    wall = json.loads((tmp_path / "step" / "result.json").read_text())["wall_s"]
+    wall = json.loads((runs / "stepping" / "result.json").read_text())["wall_s"]
     assert stepping_run.main([*step, "--epochs", "2", "--resume"]) == 0  # nothing left: evaluates only
-    result = json.loads((tmp_path / "step" / "result.json").read_text())
+    result = json.loads((runs / "stepping" / "result.json").read_text())
     assert len(result["subnet_accuracy"]) == 4 and result["macs_fraction"] == sorted(result["macs_fraction"])
     assert result["macs_fraction"][-1] <= 0.85 + 1e-9 and result["config"]["funnel_free"] is True
+    assert result["config"]["scoped_decay"] is True
     assert result["wall_s"].keys() == {"construct", "train"} and result["wall_s"] == pytest.approx(wall, abs=1.0)
+    # a retraining ablation reuses the construction; one with other construction settings is refused
+    ablation = [*step, "--epochs", "1", "--no-kd", "--construction", str(runs / "stepping")]
+    assert stepping_run.main([*ablation, "--out", str(runs / "stepping_no_kd")]) == 0
+    no_kd = json.loads((runs / "stepping_no_kd" / "result.json").read_text())
+    assert no_kd["level_counts"] == result["level_counts"] and no_kd["kd"] is False
+    assert no_kd["construction_from"] == str(runs / "stepping") and no_kd["wall_s"]["construct"] == wall["construct"]
+    assert stepping_run.main([*ablation, "--seed", "1", "--out", str(tmp_path / "other")]) == 2
+    assert "(seed differ)" in capsys.readouterr().err and not (tmp_path / "other" / "result.json").exists()
+    # the report reads the checkpoints for the constant-neuron table
+    assert stepping_report.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    tables = (tmp_path / "report" / "steppingnet_tables.md").read_text()
+    constant = tables[tables.index("## Constant (dead) neurons"):tables.index("## Plots")]
+    assert "| stepping | " in constant and "| stepping_no_kd | " in constant and " of " in constant
     from anytime_perception.export.__main__ import main as export_main
-    export_main(["--checkpoint", str(tmp_path / "step" / "last.pt"), "--out", str(tmp_path / "model")])
+    export_main(["--checkpoint", str(runs / "stepping" / "last.pt"), "--out", str(tmp_path / "model")])
     runtime = AnytimeModel(tmp_path / "model")
     assert runtime.manifest.task == "classification" and runtime.manifest.labels[0] == "airplane"
 
@@ -328,7 +374,12 @@ def test_report_writes_table_structure_and_plots(tmp_path):
             "stepping_funnel_free": {"subnet_accuracy": [0.45, 0.55, 0.62, 0.67],
                                      "macs_fraction": [0.15, 0.3, 0.6, 0.85],
                                      "config": {"ranking": "importance_per_mac", "funnel_free": True}},
-            "anywidth": {"subnet_accuracy": [0.3, 0.5, 0.6, 0.66], "macs_fraction": [0.15, 0.3, 0.6, 0.85]}}
+            "stepping_scoped_decay": {"subnet_accuracy": [0.45, 0.58, 0.66, 0.7],
+                                      "macs_fraction": [0.15, 0.3, 0.6, 0.85],
+                                      "config": {"ranking": "importance_per_mac", "scoped_decay": True}},
+            "anywidth": {"subnet_accuracy": [0.3, 0.5, 0.6, 0.66], "macs_fraction": [0.15, 0.3, 0.6, 0.85]},
+            "anywidth_scoped_decay": {"subnet_accuracy": [0.3, 0.52, 0.6, 0.68], "macs_fraction": [0.15, 0.3, 0.6, 0.85],
+                                      "config": {"scoped_decay": True}}}
     for method, result in runs.items():
         (tmp_path / "runs" / "cifar10_lenet5" / method).mkdir(parents=True)
         (tmp_path / "runs" / "cifar10_lenet5" / method / "result.json").write_text(json.dumps({**common, **result}))
@@ -341,6 +392,9 @@ def test_report_writes_table_structure_and_plots(tmp_path):
     funnel_free = "SteppingNet, ranked per MAC saved, funnel-free (ours)"
     assert f"| {funnel_free} | 45.00 / 15.00 / 0.643 |" in tables
     assert f"### cifar10_lenet5: {funnel_free}" in tables and "| 2 | 30.0 | 55.00 | 50.00 | +5.00 |" in tables
+    scoped = "SteppingNet, ranked per MAC saved, scoped decay (ours)"
+    assert f"### cifar10_lenet5: {scoped}" in tables and "any-width, scoped decay A (%) | difference" in tables
+    assert "| 2 | 30.0 | 58.00 | 50.00 | +8.00 | 52.00 | +6.00 |" in tables
     assert "paper's SteppingNet (original 74.96 %)" in tables
     assert "| stepping | 1 / 2 / 4 / 6 (of 12) | 10 / 10 / 10 / 10 (of 40) |" in tables
     assert "| stepping | 3.0 (construct 2.0, train 1.0) |" in tables

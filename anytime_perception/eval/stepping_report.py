@@ -4,7 +4,8 @@
 
 Reads ``<runs>/<set>/<method>/result.json`` (written by ``training.stepping_run``) and writes
 ``<out>/steppingnet_tables.md`` (Table I next to the paper's, the baselines interpolated at SteppingNet's
-MACs, ablation, structure, commands) and one accuracy-vs-MACs PNG per set plus the ablation PNG.
+MACs, ablation, structure, constant neurons from the runs' ``last.pt``, commands) and one
+accuracy-vs-MACs PNG per set plus the ablation PNG.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+from ..training.stepping_run import load_classifier  # noqa: E402
 from .plots import save_plot  # noqa: E402
 
 __all__ = ["main", "PAPER_TABLE_I"]
@@ -26,10 +28,11 @@ PAPER_TABLE_I = {
     "lenet_3c1l": (83.36, ((68.5, 9.65), (77.38, 29.55), (79.81, 48.62), (80.4, 78.52))),
     "lenet5": (74.96, ((51.8, 13.64), (59.56, 26.54), (68.64, 55.07), (72.03, 82.74))),
 }
-METHODS = {"stepping": "SteppingNet", "stepping_funnel_free": "SteppingNet", "stepping_paper_ranking": "SteppingNet",
-           "anywidth": "any-width", "slimmable": "slimmable"}
+METHODS = {"stepping": "SteppingNet", "stepping_funnel_free": "SteppingNet", "stepping_scoped_decay": "SteppingNet",
+           "stepping_funnel_free_scoped_decay": "SteppingNet", "stepping_paper_ranking": "SteppingNet",
+           "anywidth": "any-width", "anywidth_scoped_decay": "any-width", "slimmable": "slimmable"}
 # the SteppingNet constructions the baselines are compared with at equal MACs
-COMPARED = ("stepping", "stepping_funnel_free")
+COMPARED = tuple(k for k in METHODS if k.startswith("stepping") and k != "stepping_paper_ranking")
 # how each neuron ranking (training/stepping.py RANKINGS) is named next to "SteppingNet"
 RANKING_NAMES = {"importance": "", "layer_relative": ", ranked within layers",
                  "importance_per_mac": ", ranked per MAC saved"}
@@ -47,12 +50,14 @@ def _load(runs: Path) -> dict[str, dict[str, dict]]:
 
 
 def _label(key: str, result: dict) -> str:
-    """The method's name; a SteppingNet run also names its neuron ranking unless it is the paper's,
-    and whether its moves were funnel-free."""
+    """The method's name and whether its weight decay was scoped to the trained subnet; a SteppingNet
+    run also names its neuron ranking unless it is the paper's, and whether its moves were funnel-free."""
+    config = result.get("config", {})
+    decay = ", scoped decay" if config.get("scoped_decay") else ""
     if not key.startswith("stepping"):
-        return METHODS[key]
-    config = result["config"]
-    label = METHODS[key] + RANKING_NAMES[config["ranking"]] + (", funnel-free" if config.get("funnel_free") else "")
+        return METHODS[key] + decay
+    label = (METHODS[key] + RANKING_NAMES[config["ranking"]] + (", funnel-free" if config.get("funnel_free") else "")
+             + decay)
     return label + (" (ours)" if label != METHODS[key] else "")
 
 
@@ -89,12 +94,12 @@ def _equal_macs(name: str, results: dict[str, dict], key: str) -> list[str]:
 
     Outside a baseline's MAC range there is nothing to interpolate ("-"): no extrapolation.
     """
-    baselines = [k for k in ("anywidth", "slimmable") if k in results]
+    baselines = [k for k in METHODS if not k.startswith("stepping") and k in results]
     if key not in results or not baselines:
         return []
     step = results[key]
     lines = [f"### {name}: {_label(key, step)}", "", "| subnet | MACs (%) | SteppingNet A (%) | "
-             + " | ".join(f"{METHODS[k]} A (%) | difference" for k in baselines) + " |",
+             + " | ".join(f"{_label(k, results[k])} A (%) | difference" for k in baselines) + " |",
              "|---|---|---|" + "---|---|" * len(baselines)]
     for i, (macs, acc) in enumerate(zip(step["macs_fraction"], step["subnet_accuracy"])):
         cells = []
@@ -168,6 +173,28 @@ def _structure(name: str, results: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
+def _constant_neurons(name: str, set_dir: Path, results: dict[str, dict]) -> list[str]:
+    """Per SteppingNet-structured run with its checkpoint: the neurons of each level whose output is
+    constant (``SteppingNet.constant_neurons``): dead increments add MACs and no accuracy."""
+    rows = []
+    for key, r in results.items():
+        checkpoint = set_dir / key / "last.pt"
+        if "level_counts" not in r or not checkpoint.exists():
+            continue
+        model, _ = load_classifier(checkpoint)
+        cells = []
+        for l, constant in enumerate(model.constant_neurons()):
+            levels = model.levels(l)
+            counts = [(int((constant & (levels == k)).sum()), int((levels == k).sum())) for k in range(model.num_subnets)]
+            cells.append(" / ".join(f"{c} of {n}" for c, n in counts))
+        rows.append(f"| {key} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    layers = len(next(r for r in results.values() if "level_counts" in r)["level_counts"])
+    return [f"### {name}", "", "| run | " + " | ".join(f"layer {l + 1}" for l in range(layers)) + " |",
+            "|---|" + "---|" * layers, *rows, ""]
+
+
 def _commands(results: dict[str, dict]) -> list[str]:
     rows = []
     for key, r in results.items():
@@ -186,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = _load(Path(args.runs))
     if not sets:
         raise SystemExit(f"no result.json under {args.runs}/<set>/<method>/")
-    tables, equal, ablations, plots, structures, commands = [], [], [], [], [], []
+    tables, equal, ablations, plots, structures, constants, commands = [], [], [], [], [], [], []
     for name, results in sets.items():
         if "original" not in results:
             continue
@@ -198,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         ablations += lines
         plots += [plot] if plot else []
         structures += _structure(name, results)
+        constants += _constant_neurons(name, Path(args.runs) / name, results)
         commands += [f"### {name}", "", *_commands(results)]
     body = ["<!-- generated by python -m anytime_perception.eval.stepping_report; edit the generator -->",
             "## Table I: accuracy A and MACs M of every subnet", "",
@@ -207,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             "(\"-\": outside the baseline's MAC range); difference = SteppingNet minus baseline, in points.", "",
             *equal, "## Ablation (Fig. 8)", "", *ablations,
             "## Structure: neurons of each hidden layer in subnets 1 / 2 / 3 / 4", "",
-            "Of the expanded network's width; the rest is removed.", "", *structures, "## Plots", "",
+            "Of the expanded network's width; the rest is removed.", "", *structures,
+            "## Constant (dead) neurons of each level 1 / 2 / 3 / 4", "",
+            "Neurons whose output no longer depends on the input (every used incoming weight or the BatchNorm "
+            "scale below 1e-3), of the level's neurons, from each run's checkpoint.", "", *constants,
+            "## Plots", "",
             *[f"- `{p.as_posix()}`" for p in plots], "", "## Runs: commands and wall times", "", *commands]
     (out / "steppingnet_tables.md").write_text("\n".join(body) + "\n")
     print("\n".join(body))

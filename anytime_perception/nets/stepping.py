@@ -171,6 +171,23 @@ class SteppingNet(nn.Module):
             idle.append((levels < self.num_subnets) & ~connected[levels.clamp(max=self.num_subnets - 1)])
         return idle
 
+    def constant_neurons(self, tol: float = 1e-3) -> list[Tensor]:
+        """Per hidden layer, a mask of the neurons (not removed) whose output is the same for every
+        input: every unpruned incoming weight it uses (inputs of its level or below), or its BatchNorm
+        scale, below ``tol`` in magnitude. Such a neuron spends its MACs and adds nothing its
+        subnet's bias could not."""
+        constant = []
+        for l in range(self.num_hidden):
+            weight = (self.weighted_layers[l].weight * self.prune_mask(l)).detach().abs()
+            weight = weight.flatten(2).amax(2) if weight.dim() > 2 else weight  # [out, in]
+            levels = self.levels(l)
+            used = torch.as_tensor(self.input_levels(l), device=levels.device)[None, :] <= levels[:, None]
+            flat = (weight * used).amax(1) < tol
+            if l < len(self.convs):
+                flat |= self.norms[l].weight.detach().abs() < tol
+            constant.append(flat & (self.levels(l) < self.num_subnets))
+        return constant
+
     def input_levels(self, l: int) -> np.ndarray:
         """Level of every input feature of weighted layer ``l`` (image channels: level 0)."""
         if l == 0:

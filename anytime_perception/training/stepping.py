@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..nets.stepping import SteppingNet
 
 __all__ = ["SteppingConfig", "RANKINGS", "fit", "construct", "move_neurons", "update_pruning", "assign_regular_levels",
-           "suppress_gradients"]
+           "suppress_gradients", "scoped_weight_decay"]
 
 Batches = Iterator[tuple[Tensor, Any]]
 # (output of a subnet, labels, the teacher's output or None) -> loss
@@ -54,6 +54,11 @@ class SteppingConfig:
     # share of its neurons at level k (``_can_move``), so no increment funnels its new features
     # through fewer downstream neurons than it adds upstream; off = the paper's construction
     funnel_free: bool = False
+    # weight decay only on the weights of the subnet a step trains (``train_batch``): with one
+    # optimizer step per subnet, unscoped decay shrinks a level-k weight at every step but trains it
+    # at only the steps of subnets >= k, which starves the neurons moved up and kills them;
+    # off = every step decays every weight (the runs recorded before this option)
+    scoped_decay: bool = False
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -64,8 +69,21 @@ class SteppingConfig:
 
 
 def make_optimizer(model: nn.Module, cfg: SteppingConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=True)
+    """SGD with Nesterov momentum; with ``cfg.scoped_decay`` the weights that have owner levels
+    (``weight_owners``) get their decay from ``scoped_weight_decay`` instead of the optimizer."""
+    scoped = {id(p) for p, _ in model.weight_owners()} if cfg.scoped_decay else set()
+    groups = [{"params": [p for p in model.parameters() if id(p) not in scoped]},
+              {"params": [p for p in model.parameters() if id(p) in scoped], "weight_decay": 0.0}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def scoped_weight_decay(owners: list[tuple[nn.Parameter, Tensor]], subnet: int, weight_decay: float) -> None:
+    """Add the decay term ``weight_decay * w`` to the gradient of the weights subnet ``subnet`` uses
+    (owner level ``<= subnet``) and to no other."""
+    for param, owner in owners:
+        if param.grad is not None:
+            param.grad.add_(param.detach() * (owner <= subnet), alpha=weight_decay)
 
 
 def distillation_loss(logits: Tensor, labels: Tensor, teacher: Tensor | None, gamma: float,
@@ -107,6 +125,8 @@ def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tens
         loss = loss_fn(logits, labels, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.scoped_decay:
+            scoped_weight_decay(owners, subnet, cfg.weight_decay)
         suppress_gradients(owners, subnet, beta)
         optimizer.step()
         losses.append(loss.item())

@@ -10,7 +10,10 @@ Every run checkpoints to ``<out>/last.pt`` (``--resume`` continues it) and ends 
 ``<out>/result.json``: accuracy (classifiers) or validation loss (detectors; mAP comes from
 ``python -m anytime_perception.eval`` on the export) and MACs of every subnet, wall time, the
 settings and the command. MAC targets are fractions of the original (unexpanded) network's MACs,
-or absolute with ``--target-macs``.
+or absolute with ``--target-macs``. A SteppingNet run also keeps its finished construction in
+``<out>/constructed.pt``; ``--construction <run>`` retrains from another run's construction instead of
+repeating it (retraining ablations such as ``--no-kd``: construction never uses the teacher), and
+refuses one built with different settings.
 """
 from __future__ import annotations
 
@@ -79,6 +82,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=0, help="default: 128 (classifiers), 16 (detectors)")
     p.add_argument("--no-kd", action="store_true", help="retrain with CE only (ablation)")
     p.add_argument("--no-suppression", action="store_true", help="beta = 1 (ablation)")
+    p.add_argument("--construction", help="stepping: retrain from this run directory's finished construction "
+                                          "(built with the same settings) instead of constructing again")
     add_run_args(p)
     for f in fields(SteppingConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -87,6 +92,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         else:
             p.add_argument(flag, type=type(f.default), default=f.default)
     return p.parse_args(argv)
+
+
+CONSTRUCTED = "constructed.pt"
 
 
 class _Run:
@@ -129,10 +137,35 @@ class _Run:
         self.state.update({key: value, "optimizer": optimizer.state_dict(), "optimizer_phase": key})
         self.write()
 
+    def save_construction(self, settings: dict) -> None:
+        """Keep the finished construction (with the settings that built it) for ``--construction``."""
+        torch.save({"model": self.model.state_dict(), "meta": self.meta, "settings": settings,
+                    "wall_construct": self.wall.get("construct", 0.0)}, self.out / CONSTRUCTED)
+
+    def adopt_construction(self, run_dir: str | Path, settings: dict) -> None:
+        """Start from another run's finished construction; refuse one built with other settings."""
+        path = Path(run_dir) / CONSTRUCTED
+        source = load_checkpoint(path)
+        if source.get("settings") != settings:
+            theirs = source.get("settings") or {}
+            differ = sorted(k for k in settings.keys() | theirs.keys() if settings.get(k) != theirs.get(k))
+            raise ValueError(f"{path} was constructed with other settings ({', '.join(differ)} differ)")
+        self.model.load_state_dict(source["model"])
+        self.wall["construct"] = source["wall_construct"]  # what the construction cost, once
+        self.state.update(constructed=True, construction_from=str(run_dir))
+
     def write(self) -> None:
         """Checkpoint the model and the state, wall time included."""
         self._clock()
         torch.save({**self.state, "model": self.model.state_dict(), "meta": self.meta}, self.path)
+
+
+def _construction_settings(args: argparse.Namespace, cfg: SteppingConfig, targets: list[int],
+                           expansion: float) -> dict:
+    """Everything a SteppingNet construction depends on (``--construction`` must match it)."""
+    return {"data": str(args.data), "arch": args.arch, "targets": list(targets), "expansion": expansion,
+            "batch_size": args.batch_size, "seed": args.seed, "train_limit": args.train_limit,
+            "flip": not args.no_flip, "config": asdict(cfg)}
 
 
 def _task(args: argparse.Namespace, cfg: SteppingConfig) -> Task:
@@ -195,11 +228,19 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         meta["ratios"] = list(model.ratios)
     run = _Run(args, meta, model)
     kd_teacher = None if args.no_kd else teacher
+    if args.construction and args.method != "stepping":
+        raise ValueError("--construction only applies to the stepping method")
     if args.method == "stepping" and not run.state.get("constructed"):
-        run.phase("construct")
-        construct(model, task.stream, task.loss, targets, cfg, run.progress("iteration"),
-                  run.optimizer(cfg, "iteration"), on_iteration=lambda it, o: run.save("iteration", it, o))
-        run.state["constructed"] = True
+        settings = _construction_settings(args, cfg, targets, expansion)
+        if args.construction:
+            run.adopt_construction(args.construction, settings)
+        else:
+            run.phase("construct")
+            construct(model, task.stream, task.loss, targets, cfg, run.progress("iteration"),
+                      run.optimizer(cfg, "iteration"), on_iteration=lambda it, o: run.save("iteration", it, o))
+            run.state["constructed"] = True
+            run.phase("")  # the construction's wall time ends here, as recorded with it
+            run.save_construction(settings)
     steps = args.epochs * task.steps_per_epoch
     if run.progress("step") < steps:
         run.phase("train")
@@ -221,6 +262,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "wall_s": run.wall, "epochs": args.epochs, "batch_size": args.batch_size, "kd": kd_teacher is not None,
         "beta": cfg.beta, "expansion": expansion if args.method in ("stepping", "anywidth") else None,
         "config": asdict(cfg), "steps_per_epoch": task.steps_per_epoch,
+        **({"construction_from": run.state["construction_from"]} if "construction_from" in run.state else {}),
         "command": command_line("anytime_perception.training.stepping_run", argv),
     }
     (run.out / "result.json").write_text(json.dumps(result, indent=2))
