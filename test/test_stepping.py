@@ -333,6 +333,9 @@ def test_cli_trains_resumes_reuses_a_construction_and_exports(tmp_path, cifar, c
     assert len(result["subnet_accuracy"]) == 4 and result["macs_fraction"] == sorted(result["macs_fraction"])
     assert result["macs_fraction"][-1] <= 0.85 + 1e-9 and result["config"]["funnel_free"] is True
     assert result["config"]["scoped_decay"] is True
+    # constant neurons per layer and level, recorded after the construction's last iteration
+    (iteration, counts), = result["constant_trace"]
+    assert iteration == 3 and len(counts) == 4 and all(len(layer) == 4 for layer in counts)
     assert result["wall_s"].keys() == {"construct", "train"} and result["wall_s"] == pytest.approx(wall, abs=1.0)
     # a retraining ablation reuses the construction; one with other construction settings is refused
     ablation = [*step, "--epochs", "1", "--no-kd", "--construction", str(runs / "stepping")]
@@ -340,6 +343,7 @@ def test_cli_trains_resumes_reuses_a_construction_and_exports(tmp_path, cifar, c
     no_kd = json.loads((runs / "stepping_no_kd" / "result.json").read_text())
     assert no_kd["level_counts"] == result["level_counts"] and no_kd["kd"] is False
     assert no_kd["construction_from"] == str(runs / "stepping") and no_kd["wall_s"]["construct"] == wall["construct"]
+    assert no_kd["constant_trace"] == result["constant_trace"]
     assert stepping_run.main([*ablation, "--seed", "1", "--out", str(tmp_path / "other")]) == 2
     assert "(seed differ)" in capsys.readouterr().err and not (tmp_path / "other" / "result.json").exists()
     # the report reads the checkpoints for the constant-neuron table
@@ -347,6 +351,8 @@ def test_cli_trains_resumes_reuses_a_construction_and_exports(tmp_path, cifar, c
     tables = (tmp_path / "report" / "steppingnet_tables.md").read_text()
     constant = tables[tables.index("## Constant (dead) neurons"):tables.index("## Plots")]
     assert "| stepping | " in constant and "| stepping_no_kd | " in constant and " of " in constant
+    total = [sum(layer[k] for layer in counts) for k in range(4)]
+    assert f"| 3 | {' | '.join(map(str, total))} |" in tables[tables.index("## Constant neurons during construction"):]
     from anytime_perception.export.__main__ import main as export_main
     export_main(["--checkpoint", str(runs / "stepping" / "last.pt"), "--out", str(tmp_path / "model")])
     runtime = AnytimeModel(tmp_path / "model")
@@ -368,7 +374,9 @@ def test_report_writes_table_structure_and_plots(tmp_path):
     runs = {"original": {"subnet_accuracy": [0.7], "macs_fraction": [1.0]},
             "stepping": {"subnet_accuracy": [0.4, 0.5, 0.6, 0.65], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
                          "level_counts": [[1, 1, 2, 2, 6], [10, 0, 0, 0, 30]],
-                         "wall_s": {"construct": 120.0, "train": 60.0}, "config": {"ranking": "importance_per_mac"}},
+                         "wall_s": {"construct": 120.0, "train": 60.0}, "config": {"ranking": "importance_per_mac"},
+                         "constant_trace": [[50, [[0, 0, 1, 2], [0, 0, 0, 3]]], [60, [[0, 0, 1, 2], [0, 0, 1, 3]]],
+                                            [73, [[0, 0, 2, 2], [0, 1, 0, 3]]]]},
             "stepping_paper_ranking": {"subnet_accuracy": [0.35, 0.5, 0.6, 0.65], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
                                        "config": {"ranking": "importance"}},
             "stepping_funnel_free": {"subnet_accuracy": [0.45, 0.55, 0.62, 0.67],
@@ -386,7 +394,7 @@ def test_report_writes_table_structure_and_plots(tmp_path):
     assert stepping_report.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     tables = (tmp_path / "out" / "steppingnet_tables.md").read_text()
     assert "| SteppingNet, ranked per MAC saved (ours) | 40.00 / 14.00 / 0.571 |" in tables
-    assert "| SteppingNet | 35.00 / 14.00 / 0.500 |" in tables
+    assert "| SteppingNet, paper's ranking | 35.00 / 14.00 / 0.500 |" in tables
     # any-width at 28 % MACs: between its 15 % (30 %) and 30 % (50 %) subnets -> 47.33 %; 14 % is below its range
     assert "| 2 | 28.0 | 50.00 | 47.33 | +2.67 |" in tables and "| 1 | 14.0 | 40.00 | - | - |" in tables
     funnel_free = "SteppingNet, ranked per MAC saved, funnel-free (ours)"
@@ -398,4 +406,7 @@ def test_report_writes_table_structure_and_plots(tmp_path):
     assert "paper's SteppingNet (original 74.96 %)" in tables
     assert "| stepping | 1 / 2 / 4 / 6 (of 12) | 10 / 10 / 10 / 10 (of 40) |" in tables
     assert "| stepping | 3.0 (construct 2.0, train 1.0) |" in tables
+    # the construction trace: every 50 iterations and the last, summed over the layers
+    trace = tables[tables.index("### cifar10_lenet5: stepping\n"):]
+    assert "| 50 | 0 | 0 | 1 | 5 |" in trace and "| 73 | 0 | 1 | 2 | 5 |" in trace and "| 60 |" not in trace
     assert (tmp_path / "out" / "steppingnet_cifar10_lenet5.png").stat().st_size > 0

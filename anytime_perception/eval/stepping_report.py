@@ -18,7 +18,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
-from ..training.stepping_run import load_classifier  # noqa: E402
+from ..training.stepping_run import TRACE_EVERY, load_classifier  # noqa: E402
 from .plots import save_plot  # noqa: E402
 
 __all__ = ["main", "PAPER_TABLE_I"]
@@ -34,7 +34,7 @@ METHODS = {"stepping": "SteppingNet", "stepping_funnel_free": "SteppingNet", "st
 # the SteppingNet constructions the baselines are compared with at equal MACs
 COMPARED = tuple(k for k in METHODS if k.startswith("stepping") and k != "stepping_paper_ranking")
 # how each neuron ranking (training/stepping.py RANKINGS) is named next to "SteppingNet"
-RANKING_NAMES = {"importance": "", "layer_relative": ", ranked within layers",
+RANKING_NAMES = {"importance": ", paper's ranking", "layer_relative": ", ranked within layers",
                  "importance_per_mac": ", ranked per MAC saved"}
 ABLATION = {"stepping": "full", "stepping_no_suppression": "without LR suppression",
             "stepping_no_kd": "without KD", "stepping_no_both": "without both"}
@@ -51,14 +51,15 @@ def _load(runs: Path) -> dict[str, dict[str, dict]]:
 
 def _label(key: str, result: dict) -> str:
     """The method's name and whether its weight decay was scoped to the trained subnet; a SteppingNet
-    run also names its neuron ranking unless it is the paper's, and whether its moves were funnel-free."""
+    run also names its neuron ranking and whether its moves were funnel-free, and "(ours)" when it
+    departs from the paper's construction."""
     config = result.get("config", {})
     decay = ", scoped decay" if config.get("scoped_decay") else ""
     if not key.startswith("stepping"):
         return METHODS[key] + decay
     label = (METHODS[key] + RANKING_NAMES[config["ranking"]] + (", funnel-free" if config.get("funnel_free") else "")
              + decay)
-    return label + (" (ours)" if label != METHODS[key] else "")
+    return label + (" (ours)" if label != METHODS[key] + RANKING_NAMES["importance"] else "")
 
 
 def _pct(x: float) -> str:
@@ -182,17 +183,31 @@ def _constant_neurons(name: str, set_dir: Path, results: dict[str, dict]) -> lis
         if "level_counts" not in r or not checkpoint.exists():
             continue
         model, _ = load_classifier(checkpoint)
-        cells = []
-        for l, constant in enumerate(model.constant_neurons()):
-            levels = model.levels(l)
-            counts = [(int((constant & (levels == k)).sum()), int((levels == k).sum())) for k in range(model.num_subnets)]
-            cells.append(" / ".join(f"{c} of {n}" for c, n in counts))
+        cells = [" / ".join(f"{c} of {n}" for c, n in layer) for layer in model.constant_per_level()]
         rows.append(f"| {key} | " + " | ".join(cells) + " |")
     if not rows:
         return []
     layers = len(next(r for r in results.values() if "level_counts" in r)["level_counts"])
     return [f"### {name}", "", "| run | " + " | ".join(f"layer {l + 1}" for l in range(layers)) + " |",
             "|---|" + "---|" * layers, *rows, ""]
+
+
+def _constant_trace(name: str, results: dict[str, dict], every: int = 50) -> list[str]:
+    """Per run that recorded it: the constant neurons of each level (summed over the hidden layers)
+    every ``every`` construction iterations and after the last."""
+    lines = []
+    for key, r in results.items():
+        recorded = r.get("constant_trace", [])
+        trace = [(it, counts) for i, (it, counts) in enumerate(recorded) if it % every == 0 or i == len(recorded) - 1]
+        if not trace:
+            continue
+        levels = len(trace[0][1][0])
+        lines += [f"### {name}: {key}", "", "| iteration | " + " | ".join(f"level {k + 1}" for k in range(levels)) + " |",
+                  "|---|" + "---|" * levels]
+        lines += [f"| {it} | " + " | ".join(str(sum(layer[k] for layer in counts)) for k in range(levels)) + " |"
+                  for it, counts in trace]
+        lines.append("")
+    return lines
 
 
 def _commands(results: dict[str, dict]) -> list[str]:
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = _load(Path(args.runs))
     if not sets:
         raise SystemExit(f"no result.json under {args.runs}/<set>/<method>/")
-    tables, equal, ablations, plots, structures, constants, commands = [], [], [], [], [], [], []
+    tables, equal, ablations, plots, structures, constants, traces, commands = [], [], [], [], [], [], [], []
     for name, results in sets.items():
         if "original" not in results:
             continue
@@ -226,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         plots += [plot] if plot else []
         structures += _structure(name, results)
         constants += _constant_neurons(name, Path(args.runs) / name, results)
+        traces += _constant_trace(name, results)
         commands += [f"### {name}", "", *_commands(results)]
     body = ["<!-- generated by python -m anytime_perception.eval.stepping_report; edit the generator -->",
             "## Table I: accuracy A and MACs M of every subnet", "",
@@ -239,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             "## Constant (dead) neurons of each level 1 / 2 / 3 / 4", "",
             "Neurons whose output no longer depends on the input (every used incoming weight or the BatchNorm "
             "scale below 1e-3), of the level's neurons, from each run's checkpoint.", "", *constants,
+            *(["## Constant neurons during construction", "",
+               "Summed over the hidden layers, from the trace each run records every "
+               f"{TRACE_EVERY} construction iterations.", "", *traces] if traces else []),
             "## Plots", "",
             *[f"- `{p.as_posix()}`" for p in plots], "", "## Runs: commands and wall times", "", *commands]
     (out / "steppingnet_tables.md").write_text("\n".join(body) + "\n")

@@ -188,6 +188,15 @@ class SteppingNet(nn.Module):
             constant.append(flat & (self.levels(l) < self.num_subnets))
         return constant
 
+    def constant_per_level(self, tol: float = 1e-3) -> list[list[tuple[int, int]]]:
+        """Per hidden layer and level: (constant neurons, neurons) (``constant_neurons``)."""
+        counts = []
+        for l, constant in enumerate(self.constant_neurons(tol)):
+            levels = self.levels(l)
+            counts.append([(int((constant & (levels == k)).sum()), int((levels == k).sum()))
+                           for k in range(self.num_subnets)])
+        return counts
+
     def input_levels(self, l: int) -> np.ndarray:
         """Level of every input feature of weighted layer ``l`` (image channels: level 0)."""
         if l == 0:

@@ -95,6 +95,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 CONSTRUCTED = "constructed.pt"
+TRACE_EVERY = 10  # construction iterations between two counts of constant neurons
 
 
 class _Run:
@@ -137,10 +138,18 @@ class _Run:
         self.state.update({key: value, "optimizer": optimizer.state_dict(), "optimizer_phase": key})
         self.write()
 
+    def trace_constant(self, iteration: int, last: bool) -> None:
+        """Every ``TRACE_EVERY`` construction iterations and after the last one, record the constant
+        neurons of every layer and level (``SteppingNet.constant_neurons``): when increments die."""
+        if iteration % TRACE_EVERY == 0 or last:
+            counts = [[c for c, _ in layer] for layer in self.model.constant_per_level()]
+            self.state.setdefault("constant_trace", []).append([iteration, counts])
+
     def save_construction(self, settings: dict) -> None:
         """Keep the finished construction (with the settings that built it) for ``--construction``."""
         torch.save({"model": self.model.state_dict(), "meta": self.meta, "settings": settings,
-                    "wall_construct": self.wall.get("construct", 0.0)}, self.out / CONSTRUCTED)
+                    "wall_construct": self.wall.get("construct", 0.0),
+                    "constant_trace": self.state.get("constant_trace", [])}, self.out / CONSTRUCTED)
 
     def adopt_construction(self, run_dir: str | Path, settings: dict) -> None:
         """Start from another run's finished construction; refuse one built with other settings."""
@@ -153,6 +162,8 @@ class _Run:
         self.model.load_state_dict(source["model"])
         self.wall["construct"] = source["wall_construct"]  # what the construction cost, once
         self.state.update(constructed=True, construction_from=str(run_dir))
+        if source.get("constant_trace"):
+            self.state["constant_trace"] = source["constant_trace"]
 
     def write(self) -> None:
         """Checkpoint the model and the state, wall time included."""
@@ -235,9 +246,13 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.construction:
             run.adopt_construction(args.construction, settings)
         else:
+            def checkpoint(iteration: int, optimizer: torch.optim.Optimizer) -> None:
+                run.trace_constant(iteration, last=iteration == cfg.iterations)
+                run.save("iteration", iteration, optimizer)
+
             run.phase("construct")
             construct(model, task.stream, task.loss, targets, cfg, run.progress("iteration"),
-                      run.optimizer(cfg, "iteration"), on_iteration=lambda it, o: run.save("iteration", it, o))
+                      run.optimizer(cfg, "iteration"), on_iteration=checkpoint)
             run.state["constructed"] = True
             run.phase("")  # the construction's wall time ends here, as recorded with it
             run.save_construction(settings)
@@ -263,6 +278,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "beta": cfg.beta, "expansion": expansion if args.method in ("stepping", "anywidth") else None,
         "config": asdict(cfg), "steps_per_epoch": task.steps_per_epoch,
         **({"construction_from": run.state["construction_from"]} if "construction_from" in run.state else {}),
+        # [iteration, constant neurons per hidden layer and level] during construction
+        **({"constant_trace": run.state["constant_trace"]} if "constant_trace" in run.state else {}),
         "command": command_line("anytime_perception.training.stepping_run", argv),
     }
     (run.out / "result.json").write_text(json.dumps(result, indent=2))
