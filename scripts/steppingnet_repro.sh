@@ -42,10 +42,11 @@ LENET5=(300 125 30 126)
 # GTSRB LeNet-5 (306 batches/epoch, no flips): N_t = 300 x m = 30, 15 retraining epochs; baselines 44 epochs
 GTSRB_LENET5=(300 30 15 44)
 
-# variants NAME DATA ITERATIONS BATCHES_PER_ITERATION RETRAIN_EPOCHS [extra...]: on one LeNet-5 set,
-# SteppingNet with the paper's ranking, and the ablation of Fig. 8 (without LR suppression, without KD, without both)
+# variants NAME DATA ITERATIONS BATCHES_PER_ITERATION RETRAIN_EPOCHS BASELINE_EPOCHS [extra...]: on one
+# LeNet-5 set, SteppingNet with the paper's ranking, the ablation of Fig. 8 (without LR suppression,
+# without KD, without both), and any-width without KD
 variants() {
-  local name=$1 data=$2 iters=$3 m=$4 retrain=$5; shift 5
+  local name=$1 data=$2 iters=$3 m=$4 retrain=$5 base=$6; shift 6
   local out=$RUNS/$name
   local step=(--data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt" --iterations "$iters"
               --batches-per-iteration "$m" --epochs "$retrain")
@@ -60,14 +61,16 @@ variants() {
       --construction "$out/stepping_funnel_free_scoped_decay" --out "$out/stepping_funnel_free_scoped_decay_no_kd"
   run stepping "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay --no-suppression \
       --out "$out/stepping_funnel_free_scoped_decay_no_suppression"
+  run anywidth --data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt" --epochs "$base" --no-kd \
+      --out "$out/anywidth_no_kd"
 }
 
 case ${1:-all} in
   lenet5) run_set cifar10_lenet5 "$CIFAR10" lenet5 30 "${LENET5[@]}" ;;
   gtsrb) run_set gtsrb_lenet5 "$GTSRB" lenet5 15 "${GTSRB_LENET5[@]}" --no-flip ;;
   lenet_3c1l) run_set cifar10_lenet_3c1l "$CIFAR10" lenet_3c1l 12 40 25 8 10 ;;
-  variants) variants cifar10_lenet5 "$CIFAR10" "${LENET5[@]::3}" ;;
-  gtsrb_variants) variants gtsrb_lenet5 "$GTSRB" "${GTSRB_LENET5[@]::3}" --no-flip ;;
+  variants) variants cifar10_lenet5 "$CIFAR10" "${LENET5[@]}" ;;
+  gtsrb_variants) variants gtsrb_lenet5 "$GTSRB" "${GTSRB_LENET5[@]}" --no-flip ;;
   all) "$0" lenet5; "$0" gtsrb; "$0" lenet_3c1l; "$0" variants; "$0" gtsrb_variants ;;
   *) echo "usage: $0 [lenet5|gtsrb|lenet_3c1l|variants|gtsrb_variants|all]" >&2; exit 2 ;;
 esac
