@@ -56,11 +56,13 @@ variants() {
   run stepping "${step[@]}" --ranking "$RANKING" --no-kd --construction "$out/stepping" --out "$out/stepping_no_kd"
   run stepping "${step[@]}" --ranking "$RANKING" --no-suppression --no-kd --construction "$out/stepping_no_suppression" \
       --out "$out/stepping_no_both"
-  # and without KD / without LR suppression on the funnel-free construction with scoped decay (the best one)
+  # and the same ablation of the funnel-free construction with scoped decay (the best one)
   run stepping "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay --no-kd \
       --construction "$out/stepping_funnel_free_scoped_decay" --out "$out/stepping_funnel_free_scoped_decay_no_kd"
   run stepping "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay --no-suppression \
       --out "$out/stepping_funnel_free_scoped_decay_no_suppression"
+  run stepping "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay --no-suppression --no-kd \
+      --construction "$out/stepping_funnel_free_scoped_decay_no_suppression" --out "$out/stepping_funnel_free_scoped_decay_no_both"
   run anywidth --data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt" --epochs "$base" --no-kd \
       --out "$out/anywidth_no_kd"
 }

@@ -387,7 +387,11 @@ def test_report_writes_table_structure_and_plots(tmp_path):
                                       "config": {"ranking": "importance_per_mac", "scoped_decay": True}},
             "anywidth": {"subnet_accuracy": [0.3, 0.5, 0.6, 0.66], "macs_fraction": [0.15, 0.3, 0.6, 0.85]},
             "anywidth_scoped_decay": {"subnet_accuracy": [0.3, 0.52, 0.6, 0.68], "macs_fraction": [0.15, 0.3, 0.6, 0.85],
-                                      "config": {"scoped_decay": True}}}
+                                      "config": {"scoped_decay": True}},
+            "anywidth_no_kd": {"subnet_accuracy": [0.31, 0.5, 0.61, 0.69], "macs_fraction": [0.15, 0.3, 0.6, 0.85],
+                               "kd": False},
+            "stepping_no_kd": {"subnet_accuracy": [0.41, 0.52, 0.63, 0.7], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
+                               "config": {"ranking": "importance_per_mac"}, "kd": False}}
     for method, result in runs.items():
         (tmp_path / "runs" / "cifar10_lenet5" / method).mkdir(parents=True)
         (tmp_path / "runs" / "cifar10_lenet5" / method / "result.json").write_text(json.dumps({**common, **result}))
@@ -409,4 +413,11 @@ def test_report_writes_table_structure_and_plots(tmp_path):
     # the construction trace: every 50 iterations and the last, summed over the layers
     trace = tables[tables.index("### cifar10_lenet5: stepping\n"):]
     assert "| 50 | 0 | 0 | 1 | 5 |" in trace and "| 73 | 0 | 1 | 2 | 5 |" in trace and "| 60 |" not in trace
+    assert "| any-width, without KD | 31.00 / 15.00 / 0.443 |" in tables
+    # the ablation of the constructions that have variants: here only "stepping", with and without KD
+    ablation = tables[tables.index("## Ablation (Fig. 8)"):tables.index("## Structure")]
+    assert "### Ablation (cifar10_lenet5): SteppingNet, ranked per MAC saved (ours)" in ablation
+    assert "| full | 40.00 | 50.00 | 60.00 | 65.00 | 14.0 / 28.0 / 55.0 / 80.0 |" in ablation
+    assert "| without KD | 41.00 | 52.00 | 63.00 | 70.00 |" in ablation and "funnel-free" not in ablation
+    assert (tmp_path / "out" / "steppingnet_ablation_cifar10_lenet5_stepping.png").stat().st_size > 0
     assert (tmp_path / "out" / "steppingnet_cifar10_lenet5.png").stat().st_size > 0

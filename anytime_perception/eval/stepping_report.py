@@ -29,15 +29,18 @@ PAPER_TABLE_I = {
     "lenet5": (74.96, ((51.8, 13.64), (59.56, 26.54), (68.64, 55.07), (72.03, 82.74))),
 }
 METHODS = {"stepping": "SteppingNet", "stepping_funnel_free": "SteppingNet", "stepping_scoped_decay": "SteppingNet",
-           "stepping_funnel_free_scoped_decay": "SteppingNet", "stepping_paper_ranking": "SteppingNet",
-           "anywidth": "any-width", "anywidth_scoped_decay": "any-width", "slimmable": "slimmable"}
+           "stepping_funnel_free_scoped_decay": "SteppingNet", "stepping_funnel_free_scoped_decay_no_kd": "SteppingNet",
+           "stepping_paper_ranking": "SteppingNet", "anywidth": "any-width", "anywidth_scoped_decay": "any-width",
+           "anywidth_no_kd": "any-width", "slimmable": "slimmable"}
 # the SteppingNet constructions the baselines are compared with at equal MACs
 COMPARED = tuple(k for k in METHODS if k.startswith("stepping") and k != "stepping_paper_ranking")
 # how each neuron ranking (training/stepping.py RANKINGS) is named next to "SteppingNet"
 RANKING_NAMES = {"importance": ", paper's ranking", "layer_relative": ", ranked within layers",
                  "importance_per_mac": ", ranked per MAC saved"}
-ABLATION = {"stepping": "full", "stepping_no_suppression": "without LR suppression",
-            "stepping_no_kd": "without KD", "stepping_no_both": "without both"}
+# the ablation of Fig. 8: run-name suffix -> variant, for each construction it was run on
+ABLATION = {"": "full", "_no_suppression": "without LR suppression", "_no_kd": "without KD",
+            "_no_both": "without both"}
+ABLATED = ("stepping", "stepping_funnel_free_scoped_decay")
 
 
 def _load(runs: Path) -> dict[str, dict[str, dict]]:
@@ -50,15 +53,17 @@ def _load(runs: Path) -> dict[str, dict[str, dict]]:
 
 
 def _label(key: str, result: dict) -> str:
-    """The method's name and whether its weight decay was scoped to the trained subnet; a SteppingNet
+    """The method's name, whether its weight decay was scoped to the trained subnet and whether it was
+    retrained without KD; a SteppingNet
     run also names its neuron ranking and whether its moves were funnel-free, and "(ours)" when it
     departs from the paper's construction."""
     config = result.get("config", {})
-    decay = ", scoped decay" if config.get("scoped_decay") else ""
+    options = (", scoped decay" if config.get("scoped_decay") else "") + (", without KD" if result.get("kd") is False
+                                                                           else "")
     if not key.startswith("stepping"):
-        return METHODS[key] + decay
+        return METHODS[key] + options
     label = (METHODS[key] + RANKING_NAMES[config["ranking"]] + (", funnel-free" if config.get("funnel_free") else "")
-             + decay)
+             + options)
     return label + (" (ours)" if label != METHODS[key] + RANKING_NAMES["importance"] else "")
 
 
@@ -136,11 +141,13 @@ def _plot(name: str, results: dict[str, dict], out: Path) -> Path:
     return save_plot(fig, out / f"steppingnet_{name}.png")
 
 
-def _ablation(name: str, results: dict[str, dict], out: Path) -> tuple[list[str], Path | None]:
-    present = {k: v for k, v in ABLATION.items() if k in results}
+def _ablation(name: str, results: dict[str, dict], base: str, out: Path) -> tuple[list[str], Path | None]:
+    """The Fig. 8 variants of construction ``base`` that were run: table and plot of each subnet's accuracy."""
+    present = {base + suffix: label for suffix, label in ABLATION.items() if base + suffix in results}
     if len(present) < 2:
         return [], None
-    lines = [f"### Ablation ({name})", "", "| variant | " + " | ".join(f"subnet {i + 1} A (%)" for i in range(4))
+    lines = [f"### Ablation ({name}): {_label(base, results[base]) if base in results else base}", "",
+             "| variant | " + " | ".join(f"subnet {i + 1} A (%)" for i in range(4))
              + " | MACs of subnets (% of original) |", "|---|" + "---|" * 5]
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for key, label in present.items():
@@ -151,10 +158,10 @@ def _ablation(name: str, results: dict[str, dict], out: Path) -> tuple[list[str]
     ax.set_xlabel("subnet")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_xticks(range(1, 5))
-    ax.set_title(f"ablation, {name}")
+    ax.set_title(f"ablation, {name}, {base}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return lines + [""], save_plot(fig, out / f"steppingnet_ablation_{name}.png")
+    return lines + [""], save_plot(fig, out / f"steppingnet_ablation_{name}_{base}.png")
 
 
 def _structure(name: str, results: dict[str, dict]) -> list[str]:
@@ -236,9 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         for key in COMPARED:
             equal += _equal_macs(name, results, key)
         plots.append(_plot(name, results, out))
-        lines, plot = _ablation(name, results, out)
-        ablations += lines
-        plots += [plot] if plot else []
+        for base in ABLATED:
+            lines, plot = _ablation(name, results, base, out)
+            ablations += lines
+            plots += [plot] if plot else []
         structures += _structure(name, results)
         constants += _constant_neurons(name, Path(args.runs) / name, results)
         traces += _constant_trace(name, results)
