@@ -44,7 +44,7 @@ GTSRB_LENET5=(300 30 15 44)
 
 # variants NAME DATA ITERATIONS BATCHES_PER_ITERATION RETRAIN_EPOCHS BASELINE_EPOCHS [extra...]: on one
 # LeNet-5 set, SteppingNet with the paper's ranking, the ablation of Fig. 8 (without LR suppression,
-# without KD, without both), and any-width without KD
+# without KD, without both) on two constructions, and the baselines without KD
 variants() {
   local name=$1 data=$2 iters=$3 m=$4 retrain=$5 base=$6; shift 6
   local out=$RUNS/$name
@@ -63,8 +63,10 @@ variants() {
       --out "$out/stepping_funnel_free_scoped_decay_no_suppression"
   run stepping "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay --no-suppression --no-kd \
       --construction "$out/stepping_funnel_free_scoped_decay_no_suppression" --out "$out/stepping_funnel_free_scoped_decay_no_both"
-  run anywidth --data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt" --epochs "$base" --no-kd \
-      --out "$out/anywidth_no_kd"
+  # the baselines without KD too (the fair comparison for the runs above without KD)
+  local baseline=(--data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt" --epochs "$base" --no-kd)
+  run anywidth "${baseline[@]}" --out "$out/anywidth_no_kd"
+  run slimmable "${baseline[@]}" --out "$out/slimmable_no_kd"
 }
 
 case ${1:-all} in

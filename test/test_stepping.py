@@ -390,6 +390,8 @@ def test_report_writes_table_structure_and_plots(tmp_path):
                                       "config": {"scoped_decay": True}},
             "anywidth_no_kd": {"subnet_accuracy": [0.31, 0.5, 0.61, 0.69], "macs_fraction": [0.15, 0.3, 0.6, 0.85],
                                "kd": False},
+            "slimmable_no_kd": {"subnet_accuracy": [0.32, 0.5, 0.6, 0.66], "macs_fraction": [0.12, 0.25, 0.55, 0.8],
+                                "kd": False},
             "stepping_no_kd": {"subnet_accuracy": [0.41, 0.52, 0.63, 0.7], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
                                "config": {"ranking": "importance_per_mac"}, "kd": False}}
     for method, result in runs.items():
@@ -414,6 +416,7 @@ def test_report_writes_table_structure_and_plots(tmp_path):
     trace = tables[tables.index("### cifar10_lenet5: stepping\n"):]
     assert "| 50 | 0 | 0 | 1 | 5 |" in trace and "| 73 | 0 | 1 | 2 | 5 |" in trace and "| 60 |" not in trace
     assert "| any-width, without KD | 31.00 / 15.00 / 0.443 |" in tables
+    assert "| slimmable, without KD | 32.00 / 12.00 / 0.457 |" in tables and "slimmable, without KD A (%)" in tables
     # the ablation of the constructions that have variants: here only "stepping", with and without KD
     ablation = tables[tables.index("## Ablation (Fig. 8)"):tables.index("## Structure")]
     assert "### Ablation (cifar10_lenet5): SteppingNet, ranked per MAC saved (ours)" in ablation

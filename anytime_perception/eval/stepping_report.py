@@ -31,7 +31,7 @@ PAPER_TABLE_I = {
 METHODS = {"stepping": "SteppingNet", "stepping_funnel_free": "SteppingNet", "stepping_scoped_decay": "SteppingNet",
            "stepping_funnel_free_scoped_decay": "SteppingNet", "stepping_funnel_free_scoped_decay_no_kd": "SteppingNet",
            "stepping_paper_ranking": "SteppingNet", "anywidth": "any-width", "anywidth_scoped_decay": "any-width",
-           "anywidth_no_kd": "any-width", "slimmable": "slimmable"}
+           "anywidth_no_kd": "any-width", "slimmable": "slimmable", "slimmable_no_kd": "slimmable"}
 # the SteppingNet constructions the baselines are compared with at equal MACs
 COMPARED = tuple(k for k in METHODS if k.startswith("stepping") and k != "stepping_paper_ranking")
 # how each neuron ranking (training/stepping.py RANKINGS) is named next to "SteppingNet"
