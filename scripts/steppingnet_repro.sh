@@ -42,31 +42,30 @@ LENET5=(300 125 30 126)
 # GTSRB LeNet-5 (306 batches/epoch, no flips): N_t = 300 x m = 30, 15 retraining epochs; baselines 44 epochs
 GTSRB_LENET5=(300 30 15 44)
 
+# ablate RUN_DIR STEPPING_ARGS...: the ablation of Fig. 8 of the construction in RUN_DIR (without LR
+# suppression: its own construction; KD is used by retraining only, so "without KD" and "without
+# both" retrain the constructions of RUN_DIR and of the run without suppression)
+ablate() {
+  local run_dir=$1; shift
+  run stepping "$@" --no-suppression --out "${run_dir}_no_suppression"
+  run stepping "$@" --no-kd --construction "$run_dir" --out "${run_dir}_no_kd"
+  run stepping "$@" --no-suppression --no-kd --construction "${run_dir}_no_suppression" --out "${run_dir}_no_both"
+}
+
 # variants NAME DATA ITERATIONS BATCHES_PER_ITERATION RETRAIN_EPOCHS BASELINE_EPOCHS [extra...]: on one
-# LeNet-5 set, SteppingNet with the paper's ranking, the ablation of Fig. 8 (without LR suppression,
-# without KD, without both) on two constructions, and the baselines without KD
+# LeNet-5 set, SteppingNet with the paper's ranking, the ablation of Fig. 8 of two constructions
+# (ranked per MAC saved; also funnel-free with scoped decay, the best one), and the baselines without KD
 variants() {
   local name=$1 data=$2 iters=$3 m=$4 retrain=$5 base=$6; shift 6
   local out=$RUNS/$name
-  local step=(--data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt" --iterations "$iters"
-              --batches-per-iteration "$m" --epochs "$retrain")
+  local common=(--data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt")
+  local step=("${common[@]}" --iterations "$iters" --batches-per-iteration "$m" --epochs "$retrain")
   run stepping "${step[@]}" --ranking importance --out "$out/stepping_paper_ranking"
-  run stepping "${step[@]}" --ranking "$RANKING" --no-suppression --out "$out/stepping_no_suppression"
-  # KD is used by retraining only: these two retrain the constructions of the runs above
-  run stepping "${step[@]}" --ranking "$RANKING" --no-kd --construction "$out/stepping" --out "$out/stepping_no_kd"
-  run stepping "${step[@]}" --ranking "$RANKING" --no-suppression --no-kd --construction "$out/stepping_no_suppression" \
-      --out "$out/stepping_no_both"
-  # and the same ablation of the funnel-free construction with scoped decay (the best one)
-  run stepping "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay --no-kd \
-      --construction "$out/stepping_funnel_free_scoped_decay" --out "$out/stepping_funnel_free_scoped_decay_no_kd"
-  run stepping "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay --no-suppression \
-      --out "$out/stepping_funnel_free_scoped_decay_no_suppression"
-  run stepping "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay --no-suppression --no-kd \
-      --construction "$out/stepping_funnel_free_scoped_decay_no_suppression" --out "$out/stepping_funnel_free_scoped_decay_no_both"
+  ablate "$out/stepping" "${step[@]}" --ranking "$RANKING"
+  ablate "$out/stepping_funnel_free_scoped_decay" "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay
   # the baselines without KD too (the fair comparison for the runs above without KD)
-  local baseline=(--data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt" --epochs "$base" --no-kd)
-  run anywidth "${baseline[@]}" --out "$out/anywidth_no_kd"
-  run slimmable "${baseline[@]}" --out "$out/slimmable_no_kd"
+  run anywidth "${common[@]}" --epochs "$base" --no-kd --out "$out/anywidth_no_kd"
+  run slimmable "${common[@]}" --epochs "$base" --no-kd --out "$out/slimmable_no_kd"
 }
 
 case ${1:-all} in

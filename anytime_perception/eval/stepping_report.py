@@ -54,12 +54,11 @@ def _load(runs: Path) -> dict[str, dict[str, dict]]:
 
 def _label(key: str, result: dict) -> str:
     """The method's name, whether its weight decay was scoped to the trained subnet and whether it was
-    retrained without KD; a SteppingNet
-    run also names its neuron ranking and whether its moves were funnel-free, and "(ours)" when it
-    departs from the paper's construction."""
+    trained without KD; a SteppingNet run also names its neuron ranking and whether its moves were
+    funnel-free, and "(ours)" when it departs from the paper's construction."""
     config = result.get("config", {})
-    options = (", scoped decay" if config.get("scoped_decay") else "") + (", without KD" if result.get("kd") is False
-                                                                           else "")
+    decay = ", scoped decay" if config.get("scoped_decay") else ""
+    options = decay + (", without KD" if result.get("kd") is False else "")
     if not key.startswith("stepping"):
         return METHODS[key] + options
     label = (METHODS[key] + RANKING_NAMES[config["ranking"]] + (", funnel-free" if config.get("funnel_free") else "")
