@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# SteppingNet detector on road_signs at the shipped any-width detector's stage MACs, then mAP@0.5
-# of both through the runtime (docs/results/steppingnet.md, "Detector").
+# SteppingNet detector on road_signs at the shipped any-width detector's stage MACs (with and
+# without KD), then mAP@0.5 of all of them through the runtime (docs/results/steppingnet.md, "Detector").
 #   scripts/stepping_detector.sh            (runs resume; THREADS=2 to use both cores)
+# Training budget as the shipped detector's 70 epochs: 30 epochs of the original network,
+# construction 40 x 8 batches (about 9 epochs), 30 epochs of retraining.
 set -euo pipefail
 DATASETS=${DATASETS:-$(cd "$(dirname "$0")/../.." && pwd)/shared/datasets}
 RUNS=${RUNS:-runs/stepping_detector}
 THREADS=${THREADS:-1}
+ARCH=${ARCH:-stepping_centernet_neck}
 SHIPPED=models/road_signs_anywidth
-common=(--arch stepping_centernet --data "$DATASETS/road_signs" --threads "$THREADS" --lr 0.02 --resume)
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+run() { python -m anytime_perception.training.stepping_run "$@" --arch "$ARCH" --data "$DATASETS/road_signs" \
+  --threads "$THREADS" --lr 0.02 --resume; }
 # the shipped detector's cumulative stage MACs, read from its manifest
 targets=$(python - "$SHIPPED" <<'PY'
 import sys
@@ -16,9 +21,16 @@ macs = [s.macs for s in load_manifest(sys.argv[1]).stages]
 print(" ".join(str(sum(macs[: k + 1])) for k in range(len(macs))))
 PY
 )
-python -m anytime_perception.training.stepping_run original "${common[@]}" --epochs 30 --out "$RUNS/original"
-python -m anytime_perception.training.stepping_run stepping "${common[@]}" --teacher "$RUNS/original/last.pt" \
-  --target-macs $targets --iterations 20 --batches-per-iteration 8 --epochs 30 --out "$RUNS/stepping"
-python -m anytime_perception.export --checkpoint "$RUNS/stepping/last.pt" --out "$RUNS/export/road_signs_stepping"
+run original --epochs 30 --out "$RUNS/original"
+# the best LeNet-5 construction (steppingnet.md): ranked per MAC saved, funnel-free, scoped decay
+run stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterations 40 --batches-per-iteration 8 \
+  --ranking importance_per_mac --funnel-free --scoped-decay --epochs 30 --out "$RUNS/stepping"
+run stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterations 40 --batches-per-iteration 8 \
+  --ranking importance_per_mac --funnel-free --scoped-decay --epochs 30 --no-kd --construction "$RUNS/stepping" \
+  --out "$RUNS/stepping_no_kd"
+for run_name in stepping stepping_no_kd; do
+  python -m anytime_perception.export --checkpoint "$RUNS/$run_name/last.pt" --out "$RUNS/export/road_signs_$run_name"
+done
 python -m anytime_perception.eval --data "$DATASETS/road_signs" --model "$SHIPPED" "$RUNS/export/road_signs_stepping" \
+  "$RUNS/export/road_signs_stepping_no_kd" \
   --json docs/results/stepping_detector.json --plot docs/results/stepping_detector_map_vs_macs.png

@@ -31,6 +31,15 @@ def test_single_peak_becomes_a_box():
     assert (det.width, det.height) == pytest.approx((16.0, 24.0), rel=1e-5)
 
 
+def test_a_diverged_size_head_gives_boxes_no_larger_than_the_input():
+    heads = _heads()
+    heads["heatmap"][0, 0, 4, 6] = 3.0
+    heads["size"][0, :, 4, 6] = [1e3, np.log(2.0)]  # exp overflows float32
+    with np.errstate(over="raise"):
+        (det,) = decode_centernet(heads, SPEC, IDENTITY, ("a", "b"), 0.5)
+    assert (det.width, det.height) == pytest.approx((80.0, 16.0), rel=1e-5)  # 10 cells x stride 8
+
+
 def test_neighbouring_lower_peak_is_suppressed_and_threshold_applies():
     heads = _heads()
     heads["heatmap"][0, 0, 4, 4] = 2.0

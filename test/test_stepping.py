@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -13,7 +14,7 @@ from anytime_perception.eval import stepping_report
 from anytime_perception.export.stages import verify_stages
 from anytime_perception.export.stepping import export_stepping
 from anytime_perception.nets.slimmable import SlimmableClassifier, fit_ratios
-from anytime_perception.nets.stepping import LENET_3C1L, LENET_5, SteppingNet
+from anytime_perception.nets.stepping import LENET_3C1L, LENET_5, ConvSpec, SteppingNet, SteppingSpec
 from anytime_perception.runtime.engine import AnytimeEngine
 from anytime_perception.runtime.model import AnytimeModel
 from anytime_perception.runtime.modes import load_modes
@@ -31,6 +32,12 @@ def cifar(tmp_path_factory):
     assert CIFAR10.is_file(), f"real data expected at {CIFAR10}"
     return load_classification(str(CIFAR10), train_limit=1024, test_limit=256,
                                cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+# a top-down step: conv 3 reads conv 2 upsampled x2 next to conv 1 (``ConvSpec.lateral``)
+LATERAL = SteppingSpec("lateral", (ConvSpec(8, 3, 1, pool=False), ConvSpec(12, 3, 1, pool=False, stride=2),
+                                   ConvSpec(12, 3, 1, pool=False, stride=2), ConvSpec(10, 1, 0, pool=False, lateral=1),
+                                   ConvSpec(8, 3, 1, pool=False)), num_classes=6, head="conv")
 
 
 def _random_levels(model: SteppingNet, seed: int = 0) -> SteppingNet:
@@ -79,7 +86,7 @@ def test_increments_equal_the_dense_masked_subnets(spec):
             assert torch.allclose(model(x, subnet), reference, atol=1e-4)
 
 
-@pytest.mark.parametrize("spec", [LENET_3C1L.expanded(0.5), LENET_5.expanded(2.0)], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [LENET_3C1L.expanded(0.5), LENET_5.expanded(2.0), LATERAL], ids=lambda s: s.name)
 def test_training_forward_equals_the_increments(spec):
     """Training runs each subnet fused (one masked op per layer): same outputs and gradients."""
     model = _random_levels(SteppingNet(spec, 3), seed=4).train()
@@ -102,9 +109,10 @@ def test_training_forward_equals_the_increments(spec):
         assert all(torch.allclose(g, r, atol=1e-3) for g, r in zip(grads, reference))
 
 
-def test_new_neurons_never_feed_old_ones():
+@pytest.mark.parametrize("spec", [LENET_3C1L, LATERAL], ids=lambda s: s.name)
+def test_new_neurons_never_feed_old_ones(spec):
     """Changing a level-2 neuron's weights leaves subnets 0 and 1 bit-identical."""
-    model = _random_levels(SteppingNet(LENET_3C1L, 3), seed=1)
+    model = _random_levels(SteppingNet(spec, 3), seed=1)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         before = model.forward_all(x)
@@ -121,6 +129,20 @@ def test_levels_are_validated():
         model.set_levels(0, torch.ones(6, dtype=torch.long))
     with pytest.raises(ValueError, match="values in 0..2"):
         model.set_levels(0, torch.tensor([0, 1, 2, 3, 0, 0]))
+
+
+def test_lateral_inputs_are_upsampled_and_validated():
+    model = SteppingNet(LATERAL, 1)
+    assert [side for _, side in LATERAL.sizes()] == [32, 16, 8, 16, 16]
+    assert model.convs[3].in_channels == 12 + 12
+    # conv 3 runs 1x1 on 16x16 over both inputs, conv 4 3x3 on 16x16, the 1x1 head on 16x16
+    assert model.macs(0) - SteppingNet(replace(LATERAL, convs=LATERAL.convs[:3]), 1).macs(0) == (
+        16 * 16 * 10 * 24 + 16 * 16 * 8 * 10 * 9 + 16 * 16 * 6 * 8 - 8 * 8 * 6 * 12)
+    with pytest.raises(ValueError, match="lateral"):
+        SteppingSpec("bad", (ConvSpec(8, 3, 1), ConvSpec(8, 3, 1, lateral=0)))
+    odd = (ConvSpec(8, 3, 0, pool=False, stride=2), ConvSpec(10, 1, 0, pool=False, lateral=0))  # 16 -> 7, 7 -/-> 32
+    with pytest.raises(ValueError, match="upsample"):
+        SteppingNet(replace(LATERAL, convs=LATERAL.convs[:2] + odd), 1)
 
 
 def test_macs_match_a_hand_count():

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from anytime_perception.data.road_signs import CLASSES, load_split, read_rgb
 from anytime_perception.export.stages import verify_stages
 from anytime_perception.export.stepping import export_stepping, head_outputs
-from anytime_perception.nets.stepping_detector import CENTERNET_CHAIN, OUTPUT_STRIDE, stepping_centernet
+from anytime_perception.nets.stepping import SteppingSpec
+from anytime_perception.nets.stepping_detector import CENTERNET_CHAIN, CENTERNET_NECK, OUTPUT_STRIDE, stepping_centernet
 from anytime_perception.runtime import AnytimeEngine, AnytimeModel
 from anytime_perception.runtime.modes import load_modes
 from anytime_perception.training.dataset import MEAN, STD, RoadSignDetection
@@ -19,23 +21,28 @@ from anytime_perception.training.stepping_tasks import detection_loss
 from conftest import MODES_FILE
 
 
-def _small_detector() -> torch.nn.Module:
-    """The detector chain at a quarter of its width with three any-width subnets (fast on a CPU)."""
-    model = stepping_centernet(len(CLASSES), num_subnets=3, expansion=0.25)
+def _small_detector(spec: SteppingSpec) -> torch.nn.Module:
+    """The detector at a quarter of its width with three any-width subnets (fast on a CPU)."""
+    model = stepping_centernet(len(CLASSES), num_subnets=3, expansion=0.25, spec=spec)
     full = model.macs(0)
     assign_regular_levels(model, [full // 10, full // 3, full])
     return model
 
 
-def test_detector_geometry_matches_the_centernet_targets():
-    model = stepping_centernet(len(CLASSES))
+DETECTORS = pytest.mark.parametrize("spec", [CENTERNET_CHAIN, CENTERNET_NECK], ids=lambda s: s.name)
+
+
+@DETECTORS
+def test_detector_geometry_matches_the_centernet_targets(spec):
+    model = stepping_centernet(len(CLASSES), spec=spec)
     assert model.spec.input_size // OUTPUT_STRIDE == round(model.final_hw ** 0.5) == 40
-    assert model.spec.num_classes == len(CLASSES) + 4 == CENTERNET_CHAIN.num_classes
+    assert model.spec.num_classes == len(CLASSES) + 4 == spec.num_classes
 
 
-def test_detector_trains_exports_and_runs_in_the_engine(road_signs_root, tmp_path):
+@DETECTORS
+def test_detector_trains_exports_and_runs_in_the_engine(road_signs_root, tmp_path, spec):
     torch.manual_seed(0)
-    model = _small_detector()
+    model = _small_detector(spec)
     data = RoadSignDetection(road_signs_root, "train", 320, OUTPUT_STRIDE, augment=False)
     images, targets = next(iter(DataLoader(data, 4)))
     loss_fn = partial(detection_loss, gamma=1.0, num_classes=len(CLASSES))

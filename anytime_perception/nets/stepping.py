@@ -31,7 +31,11 @@ Carry = dict[str, Tensor]
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """One conv layer: ``channels`` filters of ``kernel x kernel``, BN, ReLU, optional 2x2 max-pool."""
+    """One conv layer: ``channels`` filters of ``kernel x kernel``, BN, ReLU, optional 2x2 max-pool.
+
+    ``lateral`` (a top-down neck step): index of an earlier conv layer; the previous layer's output
+    is upsampled (nearest) to that layer's resolution and concatenated with its output as input.
+    """
 
     channels: int
     kernel: int = 5
@@ -39,6 +43,7 @@ class ConvSpec:
     pool: bool = True
     stride: int = 1
     dilation: int = 1
+    lateral: int = -1
 
 
 @dataclass(frozen=True)
@@ -57,15 +62,24 @@ class SteppingSpec:
     def __post_init__(self) -> None:
         if self.head not in ("linear", "conv") or (self.head == "conv" and self.hidden):
             raise ValueError(f"{self.name}: head must be 'linear' or 'conv' (conv: no hidden FC layers)")
+        for l, c in enumerate(self.convs):
+            if c.lateral != -1 and not 0 <= c.lateral < l - 1:
+                raise ValueError(f"{self.name}: conv {l} has lateral {c.lateral}; it must name a conv "
+                                 f"layer before conv {l - 1}")
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """Side of every conv layer's output map before and after its pooling."""
+        sizes: list[tuple[int, int]] = []
+        for c in self.convs:
+            size = sizes[c.lateral][1] if c.lateral >= 0 else (sizes[-1][1] if sizes else self.input_size)
+            size = (size + 2 * c.padding - c.dilation * (c.kernel - 1) - 1) // c.stride + 1
+            sizes.append((size, size // 2 if c.pool else size))
+        return sizes
 
     def geometry(self) -> tuple[list[int], int]:
         """Output positions (H*W) of every conv layer, and per channel after the last one."""
-        size, conv_out_hw = self.input_size, []
-        for c in self.convs:
-            size = (size + 2 * c.padding - c.dilation * (c.kernel - 1) - 1) // c.stride + 1
-            conv_out_hw.append(size * size)
-            size = size // 2 if c.pool else size
-        return conv_out_hw, size * size
+        sizes = self.sizes()
+        return [conv * conv for conv, _ in sizes], sizes[-1][1] ** 2
 
     def expanded(self, ratio: float) -> "SteppingSpec":
         """Every hidden layer widened by ``ratio`` (SteppingNet's starting point)."""
@@ -92,10 +106,19 @@ class SteppingNet(nn.Module):
         super().__init__()
         self.spec, self.num_subnets = spec, num_subnets
         channels = [3] + [c.channels for c in spec.convs]
+        inputs = [i + (spec.convs[c.lateral].channels if c.lateral >= 0 else 0) for i, c in zip(channels, spec.convs)]
         self.convs = nn.ModuleList(nn.Conv2d(i, c.channels, c.kernel, padding=c.padding, bias=False)
-                                   for i, c in zip(channels, spec.convs))
+                                   for i, c in zip(inputs, spec.convs))
         self.norms = nn.ModuleList(nn.BatchNorm2d(c.channels) for c in spec.convs)
         self.conv_out_hw, self.final_hw = spec.geometry()
+        self._upsampling = [1] * len(spec.convs)  # per conv layer: factor applied to the previous output
+        sides = [after for _, after in spec.sizes()]
+        for l, c in enumerate(spec.convs):
+            if c.lateral >= 0:
+                self._upsampling[l] = sides[c.lateral] // sides[l - 1]
+                if sides[l - 1] * self._upsampling[l] != sides[c.lateral]:
+                    raise ValueError(f"{spec.name}: conv {l}: the previous map ({sides[l - 1]}) does not "
+                                     f"upsample to its lateral's ({sides[c.lateral]})")
         # a linear head reads the last conv map flattened: hw features per channel
         self.flat_hw = self.final_hw if spec.head == "linear" else 1
         features = [channels[-1] * self.flat_hw] + list(spec.hidden)
@@ -202,7 +225,14 @@ class SteppingNet(nn.Module):
         if l == 0:
             return np.zeros(3, np.int64)
         levels = self.levels(l - 1).cpu().numpy()
-        return np.repeat(levels, self.flat_hw) if l == len(self.convs) else levels
+        if l == len(self.convs):
+            return np.repeat(levels, self.flat_hw)
+        lateral = self._lateral(l)
+        return levels if lateral is None else np.concatenate([levels, self.levels(lateral).cpu().numpy()])
+
+    def _lateral(self, l: int) -> int | None:
+        """The lateral input layer of hidden layer ``l`` (``ConvSpec.lateral``), if it has one."""
+        return self.spec.convs[l].lateral if l < len(self.convs) and self.spec.convs[l].lateral >= 0 else None
 
     def macs(self, subnet: int) -> int:
         """Multiply-accumulates of subnet ``subnet`` (dense: pruned weights still count)."""
@@ -253,8 +283,13 @@ class SteppingNet(nn.Module):
         return (idx[:, None] * self.flat_hw + torch.arange(self.flat_hw, device=idx.device)).flatten()
 
     def _input_index(self, l: int, k: int) -> Tensor:
-        """Columns of weighted layer ``l`` read at increment ``k``: its inputs of level ``<= k``."""
-        return self._features(l - 1, torch.cat(self.groups(l - 1)[: k + 1]))
+        """Columns of weighted layer ``l`` read at increment ``k``: its inputs of level ``<= k``
+        (the previous layer's, then the lateral layer's)."""
+        cols = self._features(l - 1, torch.cat(self.groups(l - 1)[: k + 1]))
+        lateral = self._lateral(l)
+        if lateral is None:
+            return cols
+        return torch.cat([cols, self.widths[l - 1] + torch.cat(self.groups(lateral)[: k + 1])])
 
     def _norm(self, l: int, x: Tensor, idx: Tensor) -> Tensor:
         """BatchNorm of the channels ``idx`` of conv layer ``l``; running stats written back."""
@@ -270,10 +305,20 @@ class SteppingNet(nn.Module):
         """(input tensor, column index) of hidden layer ``l`` at increment ``k``."""
         if l == 0:
             return image, torch.arange(3, device=image.device)
-        parts = [t for j in range(k + 1) if (t := new.get(f"h{l - 1}.{j}", carry.get(f"h{l - 1}.{j}"))) is not None]
+        def levels_up_to_k(layer: int) -> list[Tensor]:
+            return [t for j in range(k + 1) if (t := new.get(f"h{layer}.{j}", carry.get(f"h{layer}.{j}"))) is not None]
+
+        parts = levels_up_to_k(l - 1)
         if l >= len(self.convs):  # FC layers (only with a linear head)
             parts = [t.flatten(1) for t in parts]
+        if (lateral := self._lateral(l)) is not None:
+            parts = [self._upsample(t, l) for t in parts] + levels_up_to_k(lateral)
         return torch.cat(parts, 1), self._input_index(l, k)
+
+    def _upsample(self, x: Tensor, l: int) -> Tensor:
+        """The previous layer's output ``x`` at the resolution of layer ``l``'s lateral input."""
+        factor = self._upsampling[l]
+        return F.interpolate(x, scale_factor=factor, mode="nearest") if factor != 1 else x
 
     def forward_increment(self, image: Tensor, carry: Carry, k: int,
                           scales: list[Tensor] | None = None) -> tuple[Carry, Tensor]:
@@ -330,14 +375,19 @@ class SteppingNet(nn.Module):
         """Subnet ``subnet`` layer by layer over all its neurons at once, the weights masked to
         ``level(in) <= level(out)``: the function of the summed increments in fewer, larger ops."""
         x, cols = image, torch.arange(3, device=image.device)
+        outputs: list[tuple[Tensor, Tensor]] = []  # per hidden layer: activations and their columns
         for l in range(self.num_hidden):
             idx = torch.cat(self.groups(l)[: subnet + 1])  # neurons of subnet ``subnet``, by level
             x = x.flatten(1) if l == len(self.convs) else x  # [N, C, H, W] -> [N, C*H*W] before FC
+            if (lateral := self._lateral(l)) is not None:
+                side, side_cols = outputs[lateral]
+                x, cols = torch.cat([self._upsample(x, l), side], 1), torch.cat([cols, self.widths[l - 1] + side_cols])
             in_levels = torch.as_tensor(self.input_levels(l), device=x.device)[cols]
             mask = in_levels[None, :] <= self.levels(l)[idx][:, None]  # [out, in]
             w = self._weight(l)[idx][:, cols]
             h = self._hidden(l, x, w * mask.view(mask.shape + (1,) * (w.dim() - 2)), idx)
             x, cols = self._scaled(h, scales, l, idx), self._features(l, idx)
+            outputs.append((x, cols))
         return self._bias() + self._output(x, cols)
 
     def forward(self, image: Tensor, subnet: int | None = None, scales: list[Tensor] | None = None) -> Tensor:

@@ -1,9 +1,13 @@
-"""SteppingNet CenterNet detector: a stepping conv chain whose 1x1-conv output is the CenterNet head.
+"""SteppingNet CenterNet detectors whose 1x1-conv output is the CenterNet head.
 
 The output layer's channels are the heads (class heatmaps, then 2 log sizes, then 2 offsets) at
 stride 8; like a stepping classifier's logits they are additive over increments, so stage ``k``
-adds the contribution of the level-``k`` neurons to the heads of stage ``k - 1``. The chain widens
-the receptive field with dilated 3x3 convolutions at stride 8 instead of a top-down neck.
+adds the contribution of the level-``k`` neurons to the heads of stage ``k - 1``.
+
+- ``CENTERNET_CHAIN``: a plain chain that widens the receptive field with dilated 3x3
+  convolutions at stride 8.
+- ``CENTERNET_NECK``: the any-width detector's layout (patch stem, backbone to stride 32, top-down
+  neck back to stride 8 through lateral inputs, a 3x3 head layer), every layer stepping.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from torch import Tensor
 
 from .stepping import SteppingSpec, ConvSpec, SteppingNet
 
-__all__ = ["CENTERNET_CHAIN", "OUTPUT_STRIDE", "split_heads", "stepping_centernet"]
+__all__ = ["CENTERNET_CHAIN", "CENTERNET_NECK", "OUTPUT_STRIDE", "split_heads", "stepping_centernet"]
 
 OUTPUT_STRIDE = 8
 CENTERNET_CHAIN = SteppingSpec(
@@ -24,6 +28,27 @@ CENTERNET_CHAIN = SteppingSpec(
         ConvSpec(96, 3, 2, pool=False, dilation=2),
         ConvSpec(96, 3, 4, pool=False, dilation=4),
         ConvSpec(64, 3, 8, pool=False, dilation=8),
+    ),
+    num_classes=4 + 4,
+    input_size=320,
+    head="conv",
+)
+CENTERNET_NECK = SteppingSpec(
+    "stepping_centernet_neck",
+    convs=(
+        ConvSpec(16, 4, 0, pool=False, stride=4),  # 0 stem, /4
+        ConvSpec(32, 3, 1, pool=False),  # 1 c2a
+        ConvSpec(32, 3, 1, pool=False),  # 2 c2b
+        ConvSpec(64, 3, 1, pool=False, stride=2),  # 3 c3a, /8
+        ConvSpec(64, 3, 1, pool=False),  # 4 c3b
+        ConvSpec(128, 3, 1, pool=False, stride=2),  # 5 c4a, /16
+        ConvSpec(128, 3, 1, pool=False),  # 6 c4b
+        ConvSpec(128, 3, 1, pool=False, stride=2),  # 7 c5a, /32
+        ConvSpec(128, 3, 1, pool=False),  # 8 c5b
+        ConvSpec(128, 1, 0, pool=False, lateral=6),  # 9 p4: [c5b up, c4b], /16
+        ConvSpec(64, 1, 0, pool=False, lateral=4),  # 10 p3: [p4 up, c3b], /8
+        ConvSpec(64, 3, 1, pool=False),  # 11 neck
+        ConvSpec(48, 3, 1, pool=False),  # 12 head
     ),
     num_classes=4 + 4,
     input_size=320,

@@ -49,7 +49,10 @@ def decode_centernet(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox:
     cls, ys, xs = cls[order], ys[order], xs[order]
     scores = 1.0 / (1.0 + np.exp(-logits[cls, ys, xs]))
     offset_x, offset_y = 1.0 / (1.0 + np.exp(-heads["offset"][0][:, ys, xs]))  # [2, K]
-    width, height = np.exp(heads["size"][0][:, ys, xs]) * (spec.stride / letterbox.scale)  # [2, K]
+    # a box spans at most the whole network input (G cells): an untrained or diverged size head
+    # must not publish infinite boxes
+    log_size = np.minimum(heads["size"][0][:, ys, xs], np.log(logits.shape[-1]))
+    width, height = np.exp(log_size) * (spec.stride / letterbox.scale)  # [2, K]
     centres = letterbox.to_image(np.stack([xs + offset_x, ys + offset_y], 1) * spec.stride)  # [K, 2]
     return [Detection(c, labels[c], s, x, y, w, h) for c, s, (x, y), w, h in zip(
         cls.tolist(), scores.tolist(), centres.tolist(), width.tolist(), height.tolist())]

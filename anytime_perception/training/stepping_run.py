@@ -4,7 +4,7 @@
     python -m anytime_perception.training.stepping_run stepping  --data ... --arch lenet_3c1l --teacher runs/c10_3c1l/original/last.pt --out ...
     python -m anytime_perception.training.stepping_run anywidth  --data ... --teacher ... --epochs N --out ...
     python -m anytime_perception.training.stepping_run slimmable --data ... --teacher ... --epochs N --out ...
-    python -m anytime_perception.training.stepping_run stepping  --arch stepping_centernet --data ../shared/datasets/road_signs ...
+    python -m anytime_perception.training.stepping_run stepping  --arch stepping_centernet_neck --data ../shared/datasets/road_signs ...
 
 Every run checkpoints to ``<out>/last.pt`` (``--resume`` continues it) and ends by writing
 ``<out>/result.json``: accuracy (classifiers) or validation loss (detectors; mAP comes from
@@ -28,7 +28,7 @@ from torch import nn
 
 from ..nets.slimmable import SlimmableClassifier, fit_ratios
 from ..nets.stepping import ARCHITECTURES, SteppingSpec, ConvSpec, SteppingNet
-from ..nets.stepping_detector import CENTERNET_CHAIN, stepping_centernet
+from ..nets.stepping_detector import CENTERNET_CHAIN, CENTERNET_NECK, stepping_centernet
 from .cli import add_run_args, command_line, configure_torch, run_cli
 from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer
 from .stepping_tasks import Task, classification_task, detection_task
@@ -36,10 +36,10 @@ from .train import load_checkpoint
 
 __all__ = ["main", "load_classifier", "classifier_from_state"]
 
-DETECTORS = {CENTERNET_CHAIN.name: CENTERNET_CHAIN}
+DETECTORS = {s.name: s for s in (CENTERNET_CHAIN, CENTERNET_NECK)}
 DEFAULT_TARGETS = {"lenet_3c1l": (0.10, 0.30, 0.50, 0.85), "lenet5": (0.15, 0.30, 0.60, 0.85),
-                   CENTERNET_CHAIN.name: (0.06, 0.25, 0.85)}
-DEFAULT_EXPANSION = {"lenet_3c1l": 1.8, "lenet5": 2.0, CENTERNET_CHAIN.name: 1.5}
+                   **{name: (0.06, 0.25, 0.85) for name in DETECTORS}}
+DEFAULT_EXPANSION = {"lenet_3c1l": 1.8, "lenet5": 2.0, **{name: 1.5 for name in DETECTORS}}
 
 
 def _spec_from_dict(d: dict) -> SteppingSpec:
