@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # SteppingNet detector on road_signs at the shipped any-width detector's stage MACs (with and
-# without KD), then mAP@0.5 of all of them through the runtime (docs/results/steppingnet.md, "Detector").
+# without KD) and an any-width nesting of the same network trained by the same code (the fair
+# baseline), then mAP@0.5 of all of them and the shipped detector through the runtime
+# (docs/results/steppingnet.md, "Detector").
 #   scripts/stepping_detector.sh            (runs resume; THREADS=2 to use both cores)
 # Training budget as the shipped detector's 70 epochs: 30 epochs of the original network,
 # construction 40 x 8 batches (about 9 epochs), 30 epochs of retraining.
@@ -28,9 +30,15 @@ run stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterati
 run stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterations 40 --batches-per-iteration 8 \
   --ranking importance_per_mac --funnel-free --scoped-decay --epochs 30 --no-kd --construction "$RUNS/stepping" \
   --out "$RUNS/stepping_no_kd"
-for run_name in stepping stepping_no_kd; do
-  python -m anytime_perception.export --checkpoint "$RUNS/$run_name/last.pt" --out "$RUNS/export/road_signs_$run_name"
+# the same, every subnet keeping at least 8 head channels (the 8 output maps; the run above keeps 1)
+run stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterations 40 --batches-per-iteration 8 \
+  --ranking importance_per_mac --funnel-free --scoped-decay --full-rank-output --epochs 30 --out "$RUNS/stepping_full_rank"
+# as many training batches as the construction and the retraining
+run anywidth --teacher "$RUNS/original/last.pt" --target-macs $targets --epochs 39 --out "$RUNS/anywidth"
+models=("$SHIPPED")
+for run_name in original stepping stepping_no_kd stepping_full_rank anywidth; do
+  python -m anytime_perception.export --checkpoint "$RUNS/$run_name/last.pt" --out "$RUNS/export/road_signs_neck_$run_name"
+  models+=("$RUNS/export/road_signs_neck_$run_name")
 done
-python -m anytime_perception.eval --data "$DATASETS/road_signs" --model "$SHIPPED" "$RUNS/export/road_signs_stepping" \
-  "$RUNS/export/road_signs_stepping_no_kd" \
+python -m anytime_perception.eval --data "$DATASETS/road_signs" --model "${models[@]}" \
   --json docs/results/stepping_detector.json --plot docs/results/stepping_detector_map_vs_macs.png

@@ -283,6 +283,18 @@ def test_move_neurons_keeps_every_increment_connected():
     assert _no_idle_neurons(model) and int((model.levels(3) == 1).sum()) == 1
 
 
+def test_per_layer_floors_keep_the_last_layer_as_wide_as_the_output():
+    """The last hidden layer is the least important and the target takes everything: with a floor
+    of 10 (the outputs, ``full_rank_output``) there, subnet 0 keeps 10 of its neurons."""
+    model = SteppingNet(LENET_5.expanded(2.0), 2)
+    importance = [torch.full((w,), 10.0) for w in model.widths]
+    importance[3][:] = 0.0
+    floors = [1, 1, 1, 10]
+    move_neurons(model, importance, [1, model.macs(1)], chunk=1e12, min_neurons=floors)
+    kept = [int((model.levels(l) == 0).sum()) for l in range(model.num_hidden)]
+    assert kept == floors and _no_idle_neurons(model)
+
+
 def test_move_neurons_stops_just_under_the_target():
     """Near its target a subnet moves a cheap neuron rather than a whole first-layer channel."""
     model = _with_increment(SteppingNet(LENET_5.expanded(2.0), 2))

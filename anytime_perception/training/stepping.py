@@ -59,6 +59,10 @@ class SteppingConfig:
     # at only the steps of subnets >= k, which starves the neurons moved up and kills them;
     # off = every step decays every weight (the runs recorded before this option)
     scoped_decay: bool = False
+    # every subnet keeps at least as many neurons in the last hidden layer as the network has outputs,
+    # so no subnet squeezes its outputs (a detector's 8 head maps) through fewer channels;
+    # off = only ``min_neurons`` (the runs recorded before this option)
+    full_rank_output: bool = False
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -217,7 +221,7 @@ def _can_move(counts: Tensor, l: int, i: int, min_neurons: int, funnel_free: boo
 
 
 def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, target: int,
-          min_neurons: int, funnel_free: bool) -> int | None:
+          min_neurons: list[int], funnel_free: bool) -> int | None:
     """Index in ``ranked`` (``_ranked``, ascending) of the next neuron to move out of subnet ``i``:
     the least important allowed one (``_can_move``) whose saving keeps the subnet at or above
     ``target``; if every allowed move goes below it, the one that saves least (the subnet lands
@@ -229,7 +233,7 @@ def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, targ
     for rule in ((True, False) if funnel_free else (False,)):
         savings: dict[int, int] = {}
         for k, (_, l, j) in enumerate(ranked):
-            if _can_move(counts, l, i, min_neurons, rule):
+            if _can_move(counts, l, i, min_neurons[l], rule):
                 savings[k] = _move_saving(model, l, j, i)
                 if savings[k] <= excess:
                     return k
@@ -239,7 +243,7 @@ def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, targ
 
 
 def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
-            min_neurons: int) -> list[tuple[float, int, int]]:
+            min_neurons: list[int]) -> list[tuple[float, int, int]]:
     """(score, layer, neuron) of the level-``i`` neurons that may leave subnet ``i``, ascending.
 
     ``importance``: the paper's ``M_j``. ``layer_relative``: ``M_j`` over the mean ``M`` of the
@@ -249,7 +253,7 @@ def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
     """
     ranked = []
     for l in range(model.num_hidden):
-        if int((model.levels(l) <= i).sum()) <= min_neurons:
+        if int((model.levels(l) <= i).sum()) <= min_neurons[l]:
             continue
         idx = torch.nonzero(model.levels(l) == i).squeeze(1)
         scores = importance[l][idx]
@@ -264,7 +268,7 @@ def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
 
 
 def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int], chunk: float,
-                 min_neurons: int = 1, ranking: str = "importance", funnel_free: bool = False) -> int:
+                 min_neurons: int | list[int] = 1, ranking: str = "importance", funnel_free: bool = False) -> int:
     """Move the least important neurons (MACs just over ``chunk``) out of every subnet over its target.
 
     Subnets are visited from the largest down, so a neuron moves at most one level per call;
@@ -274,8 +278,11 @@ def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int
     at least as wide, in share, at the destination level), so each increment pays only for neurons
     that change its output; near its target a subnet skips neurons that would take it below the
     target (``_pick``).
+    ``min_neurons``: what every subnet keeps per hidden layer (one number, or one per layer).
     Returns the number of neurons moved.
     """
+    if isinstance(min_neurons, int):
+        min_neurons = [min_neurons] * model.num_hidden
     moved = 0
     for i in reversed(range(model.num_subnets)):
         if not _over_target(model, i, targets):
@@ -305,6 +312,9 @@ def construct(model: SteppingNet, data: Batches, loss_fn: Loss, targets: list[in
     expanded_total = SteppingNet(model.spec, 1).macs(0)  # P_t: the whole expanded network
     chunk = (expanded_total - targets[0]) / cfg.iterations
     importance = [torch.zeros(w) for w in model.widths]
+    floors = [cfg.min_neurons] * model.num_hidden
+    if cfg.full_rank_output:
+        floors[-1] = max(cfg.min_neurons, model.spec.num_classes)
     bar = tqdm(range(start_iteration, cfg.iterations), initial=start_iteration, total=cfg.iterations,
                desc="construct", mininterval=5)
     for iteration in bar:
@@ -314,14 +324,14 @@ def construct(model: SteppingNet, data: Batches, loss_fn: Loss, targets: list[in
             images, labels = next(data)
             train_batch(model, optimizer, images, labels, loss_fn, cfg, None, cfg.beta, importance)
         sparsity = update_pruning(model, cfg.prune_threshold)
-        move_neurons(model, importance, targets, chunk, cfg.min_neurons, cfg.ranking, cfg.funnel_free)
+        move_neurons(model, importance, targets, chunk, floors, cfg.ranking, cfg.funnel_free)
         bar.set_postfix({"MACs": "/".join(f"{model.macs(i) / targets[i]:.2f}" for i in range(model.num_subnets)),
                          "sparsity": f"{sparsity:.2f}"}, refresh=False)
         if on_iteration is not None:
             on_iteration(iteration + 1, optimizer)
     # targets not reached within N_t iterations: keep moving by the last importance, no training
     while any(_over_target(model, i, targets) for i in range(model.num_subnets)):
-        if move_neurons(model, importance, targets, chunk, cfg.min_neurons, cfg.ranking, cfg.funnel_free) == 0:
+        if move_neurons(model, importance, targets, chunk, floors, cfg.ranking, cfg.funnel_free) == 0:
             break
     return optimizer
 
