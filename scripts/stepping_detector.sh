@@ -25,14 +25,12 @@ PY
 )
 run original --epochs 30 --out "$RUNS/original"
 # the best LeNet-5 construction (steppingnet.md): ranked per MAC saved, funnel-free, scoped decay
-run stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterations 40 --batches-per-iteration 8 \
-  --ranking importance_per_mac --funnel-free --scoped-decay --epochs 30 --out "$RUNS/stepping"
-run stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterations 40 --batches-per-iteration 8 \
-  --ranking importance_per_mac --funnel-free --scoped-decay --epochs 30 --no-kd --construction "$RUNS/stepping" \
-  --out "$RUNS/stepping_no_kd"
+step=(stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterations 40 --batches-per-iteration 8
+      --ranking importance_per_mac --funnel-free --scoped-decay --epochs 30)
+run "${step[@]}" --out "$RUNS/stepping"
+run "${step[@]}" --no-kd --construction "$RUNS/stepping" --out "$RUNS/stepping_no_kd"
 # the same, every subnet keeping at least 8 head channels (the 8 output maps; the run above keeps 1)
-run stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterations 40 --batches-per-iteration 8 \
-  --ranking importance_per_mac --funnel-free --scoped-decay --full-rank-output --epochs 30 --out "$RUNS/stepping_full_rank"
+run "${step[@]}" --full-rank-output --out "$RUNS/stepping_full_rank"
 # as many training batches as the construction and the retraining
 run anywidth --teacher "$RUNS/original/last.pt" --target-macs $targets --epochs 39 --out "$RUNS/anywidth"
 models=("$SHIPPED")

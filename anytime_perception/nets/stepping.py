@@ -66,6 +66,11 @@ class SteppingSpec:
             if c.lateral != -1 and not 0 <= c.lateral < l - 1:
                 raise ValueError(f"{self.name}: conv {l} has lateral {c.lateral}; it must name a conv "
                                  f"layer before conv {l - 1}")
+        sides = [after for _, after in self.sizes()]
+        for l, c in enumerate(self.convs):
+            if c.lateral >= 0 and sides[c.lateral] % sides[l - 1]:
+                raise ValueError(f"{self.name}: conv {l}: the previous map ({sides[l - 1]}) does not "
+                                 f"upsample to its lateral's ({sides[c.lateral]})")
 
     def sizes(self) -> list[tuple[int, int]]:
         """Side of every conv layer's output map before and after its pooling."""
@@ -75,6 +80,11 @@ class SteppingSpec:
             size = (size + 2 * c.padding - c.dilation * (c.kernel - 1) - 1) // c.stride + 1
             sizes.append((size, size // 2 if c.pool else size))
         return sizes
+
+    def upsampling(self) -> list[int]:
+        """Per conv layer, the factor its previous layer's map is upsampled by (1: no lateral input)."""
+        sides = [after for _, after in self.sizes()]
+        return [sides[c.lateral] // sides[l - 1] if c.lateral >= 0 else 1 for l, c in enumerate(self.convs)]
 
     def geometry(self) -> tuple[list[int], int]:
         """Output positions (H*W) of every conv layer, and per channel after the last one."""
@@ -111,14 +121,7 @@ class SteppingNet(nn.Module):
                                    for i, c in zip(inputs, spec.convs))
         self.norms = nn.ModuleList(nn.BatchNorm2d(c.channels) for c in spec.convs)
         self.conv_out_hw, self.final_hw = spec.geometry()
-        self._upsampling = [1] * len(spec.convs)  # per conv layer: factor applied to the previous output
-        sides = [after for _, after in spec.sizes()]
-        for l, c in enumerate(spec.convs):
-            if c.lateral >= 0:
-                self._upsampling[l] = sides[c.lateral] // sides[l - 1]
-                if sides[l - 1] * self._upsampling[l] != sides[c.lateral]:
-                    raise ValueError(f"{spec.name}: conv {l}: the previous map ({sides[l - 1]}) does not "
-                                     f"upsample to its lateral's ({sides[c.lateral]})")
+        self._upsampling = spec.upsampling()
         # a linear head reads the last conv map flattened: hw features per channel
         self.flat_hw = self.final_hw if spec.head == "linear" else 1
         features = [channels[-1] * self.flat_hw] + list(spec.hidden)
