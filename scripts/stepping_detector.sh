@@ -31,10 +31,13 @@ run "${step[@]}" --out "$RUNS/stepping"
 run "${step[@]}" --no-kd --construction "$RUNS/stepping" --out "$RUNS/stepping_no_kd"
 # the same, every subnet keeping at least 8 head channels (the 8 output maps; the run above keeps 1)
 run "${step[@]}" --full-rank-output --out "$RUNS/stepping_full_rank"
+# its retraining with the head's increment channels restarted (the construction parks them where the loss has no gradient)
+run "${step[@]}" --full-rank-output --restart-output-increments --construction "$RUNS/stepping_full_rank" \
+  --out "$RUNS/stepping_full_rank_restarted"
 # as many training batches as the construction and the retraining
 run anywidth --teacher "$RUNS/original/last.pt" --target-macs $targets --epochs 39 --out "$RUNS/anywidth"
 models=("$SHIPPED")
-for run_name in original stepping stepping_no_kd stepping_full_rank anywidth; do
+for run_name in original stepping stepping_no_kd stepping_full_rank stepping_full_rank_restarted anywidth; do
   python -m anytime_perception.export --checkpoint "$RUNS/$run_name/last.pt" --out "$RUNS/export/road_signs_neck_$run_name"
   models+=("$RUNS/export/road_signs_neck_$run_name")
 done

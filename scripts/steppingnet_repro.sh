@@ -16,23 +16,30 @@ CIFAR10=$DATASETS/cifar10/cifar10_jpg.zip
 GTSRB=$DATASETS/gtsrb/gtsrb32_jpg.zip
 run() { python -m anytime_perception.training.stepping_run "$@" --threads "$THREADS" --resume; }
 
-# run_set NAME DATA ARCH ORIGINAL_EPOCHS ITERATIONS BATCHES_PER_ITERATION RETRAIN_EPOCHS BASELINE_EPOCHS [extra...]
+# run_set NAME DATA ARCH ORIGINAL_EPOCHS ITERATIONS BATCHES_PER_ITERATION RETRAIN_EPOCHS BASELINE_EPOCHS CONSTRUCTIONS [extra...]
 # BASELINE_EPOCHS: as many training batches as SteppingNet's construction (N_t x m) + retraining.
+# CONSTRUCTIONS: "all" (per MAC saved; funnel-free; each also with scoped decay) or "best" (only the
+# recommended funnel-free + scoped-decay one, retrained with KD and without: LeNet-3C1L, 19x the MACs)
 run_set() {
-  local name=$1 data=$2 arch=$3 orig=$4 iters=$5 m=$6 retrain=$7 base=$8; shift 8
+  local name=$1 data=$2 arch=$3 orig=$4 iters=$5 m=$6 retrain=$7 base=$8 constructions=$9; shift 9
   local out=$RUNS/$name common=(--data "$data" --arch "$arch" "$@")
   run original "${common[@]}" --epochs "$orig" --out "$out/original"
   local teacher=(--teacher "$out/original/last.pt")
   local step=(stepping "${common[@]}" "${teacher[@]}" --iterations "$iters" --batches-per-iteration "$m"
               --epochs "$retrain" --ranking "$RANKING")
-  run "${step[@]}" --out "$out/stepping"
-  # the same with funnel-free moves (no increment reaches the logits through fewer later neurons than it adds)
-  run "${step[@]}" --funnel-free --out "$out/stepping_funnel_free"
-  # weight decay scoped to the trained subnet (unscoped decay kills the neurons moved up; steppingnet.md)
-  run "${step[@]}" --scoped-decay --out "$out/stepping_scoped_decay"
-  run "${step[@]}" --funnel-free --scoped-decay --out "$out/stepping_funnel_free_scoped_decay"
+  local best=$out/stepping_funnel_free_scoped_decay
+  run "${step[@]}" --funnel-free --scoped-decay --out "$best"
+  if [[ $constructions == all ]]; then
+    run "${step[@]}" --out "$out/stepping"
+    # the same with funnel-free moves (no increment reaches the logits through fewer later neurons than it adds)
+    run "${step[@]}" --funnel-free --out "$out/stepping_funnel_free"
+    # weight decay scoped to the trained subnet (unscoped decay kills the neurons moved up; steppingnet.md)
+    run "${step[@]}" --scoped-decay --out "$out/stepping_scoped_decay"
+    run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --scoped-decay --out "$out/anywidth_scoped_decay"
+  else
+    run "${step[@]}" --funnel-free --scoped-decay --no-kd --construction "$best" --out "${best}_no_kd"
+  fi
   run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/anywidth"
-  run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --scoped-decay --out "$out/anywidth_scoped_decay"
   run slimmable "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/slimmable"
 }
 
@@ -41,6 +48,9 @@ run_set() {
 LENET5=(300 125 30 126)
 # GTSRB LeNet-5 (306 batches/epoch, no flips): N_t = 300 x m = 30, 15 retraining epochs; baselines 44 epochs
 GTSRB_LENET5=(300 30 15 44)
+# CIFAR-10 LeNet-3C1L (19x LeNet-5's MACs, ~0.6 s per batch of four subnets on one thread): N_t = 100 x
+# m = 10, 8 retraining epochs; baselines 10 epochs = (1,000 + 8 x 390) / 390 batches (rounded down)
+LENET_3C1L=(100 10 8 10)
 
 # ablate RUN_DIR STEPPING_ARGS...: the ablation of Fig. 8 of the construction in RUN_DIR (without LR
 # suppression: its own construction; KD is used by retraining only, so "without KD" and "without
@@ -69,9 +79,9 @@ variants() {
 }
 
 case ${1:-all} in
-  lenet5) run_set cifar10_lenet5 "$CIFAR10" lenet5 30 "${LENET5[@]}" ;;
-  gtsrb) run_set gtsrb_lenet5 "$GTSRB" lenet5 15 "${GTSRB_LENET5[@]}" --no-flip ;;
-  lenet_3c1l) run_set cifar10_lenet_3c1l "$CIFAR10" lenet_3c1l 12 40 25 8 10 ;;
+  lenet5) run_set cifar10_lenet5 "$CIFAR10" lenet5 30 "${LENET5[@]}" all ;;
+  gtsrb) run_set gtsrb_lenet5 "$GTSRB" lenet5 15 "${GTSRB_LENET5[@]}" all --no-flip ;;
+  lenet_3c1l) run_set cifar10_lenet_3c1l "$CIFAR10" lenet_3c1l 12 "${LENET_3C1L[@]}" best ;;
   variants) variants cifar10_lenet5 "$CIFAR10" "${LENET5[@]}" ;;
   gtsrb_variants) variants gtsrb_lenet5 "$GTSRB" "${GTSRB_LENET5[@]}" --no-flip ;;
   all) "$0" lenet5; "$0" gtsrb; "$0" lenet_3c1l; "$0" variants; "$0" gtsrb_variants ;;

@@ -21,8 +21,8 @@ from anytime_perception.runtime.modes import load_modes
 from anytime_perception.training import stepping_run
 from anytime_perception.training.classification import batches, load_classification
 from anytime_perception.training.stepping import (SteppingConfig, assign_regular_levels, construct,
-                                                  distillation_loss, make_optimizer, move_neurons, scoped_weight_decay,
-                                                  suppress_gradients)
+                                                  distillation_loss, make_optimizer, move_neurons,
+                                                  restart_output_increments, scoped_weight_decay, suppress_gradients)
 
 from conftest import CIFAR10, MODES_FILE
 
@@ -194,6 +194,31 @@ def test_scoped_decay_decays_only_the_trained_subnets_weights():
     assert torch.allclose(grad[owner <= 1], 0.1 * weight[owner <= 1]) and not grad[owner == 2].any()
     unscoped = make_optimizer(model, SteppingConfig(weight_decay=0.1))
     assert [g["weight_decay"] for g in unscoped.param_groups] == [0.1]
+
+
+@pytest.mark.parametrize("spec", [LENET_5, LATERAL], ids=["fc_last", "conv_last"])
+def test_restarted_output_increments_leave_every_subnet_at_subnet_0(spec):
+    model = _random_levels(SteppingNet(spec, 3), seed=3)
+    last = model.num_hidden - 1
+    levels = model.levels(last)
+    assert ((levels > 0) & (levels < 3)).any() and (levels == 0).any()
+    x = torch.randn(2, 3, 32, 32)
+    before = model.forward_all(x)
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not torch.allclose(before[2], before[0])
+    restarted = restart_output_increments(model)
+    assert restarted == int(((levels > 0) & (levels < 3)).sum())
+    after = model.forward_all(x)
+    assert torch.allclose(after[0], before[0]) and all(torch.allclose(a, after[0]) for a in after[1:])
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, kept[k])}
+    increments = (levels > 0) & (levels < 3)
+    if last < len(model.convs):
+        assert changed <= {f"norms.{last}.weight", f"norms.{last}.bias", "out.weight"}
+        assert (model.norms[last].weight[increments] == 1).all() and (model.norms[last].bias[increments] == 0).all()
+        assert torch.equal(model.norms[last].weight[~increments], kept[f"norms.{last}.weight"][~increments])
+    else:
+        bias = model.fcs[last - len(model.convs)].bias
+        assert changed <= {f"fcs.{last - len(model.convs)}.bias", "out.weight"} and (bias[increments] == 0).all()
 
 
 @pytest.mark.parametrize("funnel_free", [False, True])
@@ -378,6 +403,10 @@ def test_cli_trains_resumes_reuses_a_construction_and_exports(tmp_path, cifar, c
     assert no_kd["level_counts"] == result["level_counts"] and no_kd["kd"] is False
     assert no_kd["construction_from"] == str(runs / "stepping") and no_kd["wall_s"]["construct"] == wall["construct"]
     assert no_kd["constant_trace"] == result["constant_trace"]
+    assert stepping_run.main([*ablation, "--restart-output-increments", "--out", str(tmp_path / "restarted")]) == 0
+    restarted = json.loads((tmp_path / "restarted" / "result.json").read_text())
+    last_layer = result["level_counts"][-1]  # neurons per level of the last hidden layer, removed last
+    assert restarted["restarted_neurons"] == sum(last_layer[1:-1]) > 0
     assert stepping_run.main([*ablation, "--seed", "1", "--out", str(tmp_path / "other")]) == 2
     assert "(seed differ)" in capsys.readouterr().err and not (tmp_path / "other" / "result.json").exists()
     # the report reads the checkpoints for the constant-neuron table

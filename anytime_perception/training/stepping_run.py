@@ -30,7 +30,7 @@ from ..nets.slimmable import SlimmableClassifier, fit_ratios
 from ..nets.stepping import ARCHITECTURES, SteppingSpec, ConvSpec, SteppingNet
 from ..nets.stepping_detector import CENTERNET_CHAIN, CENTERNET_NECK, stepping_centernet
 from .cli import add_run_args, command_line, configure_torch, run_cli
-from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer
+from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer, restart_output_increments
 from .stepping_tasks import Task, classification_task, detection_task
 from .train import load_checkpoint
 
@@ -82,6 +82,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=0, help="default: 128 (classifiers), 16 (detectors)")
     p.add_argument("--no-kd", action="store_true", help="retrain with CE only (ablation)")
     p.add_argument("--no-suppression", action="store_true", help="beta = 1 (ablation)")
+    p.add_argument("--restart-output-increments", action="store_true",
+                   help="stepping: before retraining, restart the last hidden layer's increment neurons "
+                        "(restart_output_increments; docs/results/steppingnet.md, Detector)")
     p.add_argument("--construction", help="stepping: retrain from this run directory's finished construction "
                                           "(built with the same settings) instead of constructing again")
     add_run_args(p)
@@ -256,6 +259,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             run.state["constructed"] = True
             run.phase("")  # the construction's wall time ends here, as recorded with it
             run.save_construction(settings)
+    if args.restart_output_increments:
+        if args.method != "stepping":
+            raise ValueError("--restart-output-increments only applies to the stepping method")
+        if run.progress("step") == 0 and "restarted" not in run.state:
+            run.state["restarted"] = restart_output_increments(model)
     steps = args.epochs * task.steps_per_epoch
     if run.progress("step") < steps:
         run.phase("train")
@@ -278,6 +286,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "beta": cfg.beta, "expansion": expansion if args.method in ("stepping", "anywidth") else None,
         "config": asdict(cfg), "steps_per_epoch": task.steps_per_epoch,
         **({"construction_from": run.state["construction_from"]} if "construction_from" in run.state else {}),
+        # last-hidden-layer increment neurons restarted before retraining (--restart-output-increments)
+        **({"restarted_neurons": run.state["restarted"]} if "restarted" in run.state else {}),
         # [iteration, constant neurons per hidden layer and level] during construction
         **({"constant_trace": run.state["constant_trace"]} if "constant_trace" in run.state else {}),
         "command": command_line("anytime_perception.training.stepping_run", argv),
