@@ -242,8 +242,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         meta["ratios"] = list(model.ratios)
     run = _Run(args, meta, model)
     kd_teacher = None if args.no_kd else teacher
-    if args.construction and args.method != "stepping":
-        raise ValueError("--construction only applies to the stepping method")
+    if args.method != "stepping" and (args.construction or args.restart_output_increments):
+        raise ValueError("--construction and --restart-output-increments only apply to the stepping method")
     if args.method == "stepping" and not run.state.get("constructed"):
         settings = _construction_settings(args, cfg, targets, expansion)
         if args.construction:
@@ -259,11 +259,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             run.state["constructed"] = True
             run.phase("")  # the construction's wall time ends here, as recorded with it
             run.save_construction(settings)
-    if args.restart_output_increments:
-        if args.method != "stepping":
-            raise ValueError("--restart-output-increments only applies to the stepping method")
-        if run.progress("step") == 0 and "restarted" not in run.state:
-            run.state["restarted"] = restart_output_increments(model)
+    if args.restart_output_increments and run.progress("step") == 0 and "restarted" not in run.state:
+        run.state["restarted"] = restart_output_increments(model)
     steps = args.epochs * task.steps_per_epoch
     if run.progress("step") < steps:
         run.phase("train")
