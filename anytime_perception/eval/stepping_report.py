@@ -135,9 +135,7 @@ def _plot(name: str, results: dict[str, dict], out: Path) -> Path:
     ax.set_xlabel("MACs (% of the original network)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(name)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_plot(fig, out / f"steppingnet_{name}.png")
+    return save_plot(fig, out / f"steppingnet_{name}.png", [ax])
 
 
 def _ablation(name: str, results: dict[str, dict], base: str, out: Path) -> tuple[list[str], Path | None]:
@@ -158,9 +156,7 @@ def _ablation(name: str, results: dict[str, dict], base: str, out: Path) -> tupl
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_xticks(range(1, 5))
     ax.set_title(f"ablation, {name}, {base}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return lines + [""], save_plot(fig, out / f"steppingnet_ablation_{name}_{base}.png")
+    return lines + [""], save_plot(fig, out / f"steppingnet_ablation_{name}_{base}.png", [ax])
 
 
 def _structure(name: str, results: dict[str, dict]) -> list[str]:
