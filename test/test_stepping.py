@@ -21,8 +21,8 @@ from anytime_perception.runtime.modes import load_modes
 from anytime_perception.training import stepping_run
 from anytime_perception.training.classification import batches, load_classification
 from anytime_perception.training.stepping import (SteppingConfig, assign_regular_levels, construct,
-                                                  distillation_loss, make_optimizer, move_neurons,
-                                                  restart_output_increments, scoped_weight_decay, suppress_gradients)
+                                                  distillation_loss, make_optimizer, move_neurons, scoped_weight_decay,
+                                                  suppress_gradients)
 
 from conftest import CIFAR10, MODES_FILE
 
@@ -201,17 +201,17 @@ def test_restarted_output_increments_leave_every_subnet_at_subnet_0(spec):
     model = _random_levels(SteppingNet(spec, 3), seed=3)
     last = model.num_hidden - 1
     levels = model.levels(last)
-    assert ((levels > 0) & (levels < 3)).any() and (levels == 0).any()
+    increments = (levels > 0) & (levels < 3)
+    assert increments.any() and (levels == 0).any()
     x = torch.randn(2, 3, 32, 32)
     before = model.forward_all(x)
     kept = {k: v.clone() for k, v in model.state_dict().items()}
     assert not torch.allclose(before[2], before[0])
-    restarted = restart_output_increments(model)
-    assert restarted == int(((levels > 0) & (levels < 3)).sum())
+    restarted = model.restart_output_increments()
+    assert restarted == int(increments.sum())
     after = model.forward_all(x)
     assert torch.allclose(after[0], before[0]) and all(torch.allclose(a, after[0]) for a in after[1:])
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, kept[k])}
-    increments = (levels > 0) & (levels < 3)
     if last < len(model.convs):
         assert changed <= {f"norms.{last}.weight", f"norms.{last}.bias", "out.weight"}
         assert (model.norms[last].weight[increments] == 1).all() and (model.norms[last].bias[increments] == 0).all()

@@ -223,6 +223,23 @@ class SteppingNet(nn.Module):
                            for k in range(self.num_subnets)])
         return counts
 
+    def restart_output_increments(self) -> int:
+        """Restart the last hidden layer's increment neurons (levels ``1 .. num_subnets - 1``):
+        BatchNorm scale 1 and shift 0 (an FC unit: bias 0), output weights 0. Every subnet's output
+        is then subnet 0's, and each restarted neuron is active on about half of its inputs, so its
+        subnet's loss trains it. Returns how many neurons were restarted."""
+        l = self.num_hidden - 1
+        levels = self.levels(l)
+        idx = torch.nonzero((levels > 0) & (levels < self.num_subnets)).squeeze(1)
+        with torch.no_grad():
+            if l < len(self.convs):
+                self.norms[l].weight[idx] = 1.0
+                self.norms[l].bias[idx] = 0.0
+            else:
+                self.fcs[l - len(self.convs)].bias[idx] = 0.0
+            self.out.weight[:, self._features(l, idx)] = 0.0
+        return int(idx.numel())
+
     def input_levels(self, l: int) -> np.ndarray:
         """Level of every input feature of weighted layer ``l`` (image channels: level 0)."""
         if l == 0:
@@ -278,7 +295,7 @@ class SteppingNet(nn.Module):
         w = self.weighted_layers[l].weight
         return w + (w * self.prune_mask(l) - w).detach()
 
-    def feature_columns(self, l: int, idx: Tensor) -> Tensor:
+    def _features(self, l: int, idx: Tensor) -> Tensor:
         """Input features that neurons ``idx`` of hidden layer ``l`` give the next layer."""
         if l != len(self.convs) - 1 or self.flat_hw == 1:
             return idx
@@ -288,7 +305,7 @@ class SteppingNet(nn.Module):
     def _input_index(self, l: int, k: int) -> Tensor:
         """Columns of weighted layer ``l`` read at increment ``k``: its inputs of level ``<= k``
         (the previous layer's, then the lateral layer's)."""
-        cols = self.feature_columns(l - 1, torch.cat(self.groups(l - 1)[: k + 1]))
+        cols = self._features(l - 1, torch.cat(self.groups(l - 1)[: k + 1]))
         lateral = self._lateral(l)
         if lateral is None:
             return cols
@@ -348,7 +365,7 @@ class SteppingNet(nn.Module):
         last = self.num_hidden - 1
         logits = self._bias() if k == 0 else carry[f"logits.{k - 1}"]
         if f"h{last}.{k}" in new:
-            logits = logits + self._output(new[f"h{last}.{k}"], self.feature_columns(last, self.groups(last)[k]))
+            logits = logits + self._output(new[f"h{last}.{k}"], self._features(last, self.groups(last)[k]))
         new[f"logits.{k}"] = logits
         return new, logits
 
@@ -389,7 +406,7 @@ class SteppingNet(nn.Module):
             mask = in_levels[None, :] <= self.levels(l)[idx][:, None]  # [out, in]
             w = self._weight(l)[idx][:, cols]
             h = self._hidden(l, x, w * mask.view(mask.shape + (1,) * (w.dim() - 2)), idx)
-            x, cols = self._scaled(h, scales, l, idx), self.feature_columns(l, idx)
+            x, cols = self._scaled(h, scales, l, idx), self._features(l, idx)
             outputs.append((x, cols))
         return self._bias() + self._output(x, cols)
 

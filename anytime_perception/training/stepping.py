@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..nets.stepping import SteppingNet
 
 __all__ = ["SteppingConfig", "RANKINGS", "fit", "construct", "move_neurons", "update_pruning", "assign_regular_levels",
-           "suppress_gradients", "scoped_weight_decay", "restart_output_increments"]
+           "suppress_gradients", "scoped_weight_decay"]
 
 Batches = Iterator[tuple[Tensor, Any]]
 # (output of a subnet, labels, the teacher's output or None) -> loss
@@ -334,24 +334,6 @@ def construct(model: SteppingNet, data: Batches, loss_fn: Loss, targets: list[in
         if move_neurons(model, importance, targets, chunk, floors, cfg.ranking, cfg.funnel_free) == 0:
             break
     return optimizer
-
-
-def restart_output_increments(model: SteppingNet) -> int:
-    """Restart the last hidden layer's increment neurons (levels ``1 .. num_subnets - 1``): BatchNorm
-    scale 1 and shift 0 (an FC unit: bias 0), output weights 0. Every subnet's output is then subnet
-    0's, and each restarted neuron is active on about half of its inputs, so its subnet's loss trains
-    it. Returns how many neurons were restarted."""
-    l = model.num_hidden - 1
-    levels = model.levels(l)
-    idx = torch.nonzero((levels > 0) & (levels < model.num_subnets)).squeeze(1)
-    with torch.no_grad():
-        if l < len(model.convs):
-            model.norms[l].weight[idx] = 1.0
-            model.norms[l].bias[idx] = 0.0
-        else:
-            model.fcs[l - len(model.convs)].bias[idx] = 0.0
-        model.out.weight[:, model.feature_columns(l, idx)] = 0.0
-    return int(idx.numel())
 
 
 def assign_regular_levels(model: SteppingNet, targets: list[int]) -> None:

@@ -30,7 +30,7 @@ from ..nets.slimmable import SlimmableClassifier, fit_ratios
 from ..nets.stepping import ARCHITECTURES, SteppingSpec, ConvSpec, SteppingNet
 from ..nets.stepping_detector import CENTERNET_CHAIN, CENTERNET_NECK, stepping_centernet
 from .cli import add_run_args, command_line, configure_torch, run_cli
-from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer, restart_output_increments
+from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer
 from .stepping_tasks import Task, classification_task, detection_task
 from .train import load_checkpoint
 
@@ -84,7 +84,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-suppression", action="store_true", help="beta = 1 (ablation)")
     p.add_argument("--restart-output-increments", action="store_true",
                    help="stepping: before retraining, restart the last hidden layer's increment neurons "
-                        "(restart_output_increments; docs/results/steppingnet.md, Detector)")
+                        "(SteppingNet.restart_output_increments; docs/results/steppingnet.md, Detector)")
     p.add_argument("--construction", help="stepping: retrain from this run directory's finished construction "
                                           "(built with the same settings) instead of constructing again")
     add_run_args(p)
@@ -260,7 +260,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             run.phase("")  # the construction's wall time ends here, as recorded with it
             run.save_construction(settings)
     if args.restart_output_increments and run.progress("step") == 0 and "restarted" not in run.state:
-        run.state["restarted"] = restart_output_increments(model)
+        run.state["restarted"] = model.restart_output_increments()
     steps = args.epochs * task.steps_per_epoch
     if run.progress("step") < steps:
         run.phase("train")
