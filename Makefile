@@ -43,8 +43,10 @@ demo: install
 bench: install
 	$(RUN) python bench/bench_latency.py --data $(ROAD_SIGNS) --model $(MODEL) $(ARGS)
 
+# Train -> export -> calibrate -> evaluate on any labelled set (COCO/YOLO/VOC):
+#   make train DATA=path/to/set OUT=models/NAME ARGS="--epochs 100"
 train: install
-	$(RUN) python -m anytime_perception.training --data $(ROAD_SIGNS) $(ARGS)
+	$(RUN) anytime_train --data $(or $(DATA),$(ROAD_SIGNS)) --out $(or $(OUT),models/road_signs_retrained) $(ARGS)
 
 export: install
 	$(RUN) python -m anytime_perception.export $(ARGS)

@@ -12,6 +12,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["anytime_perception", "anytime_perception.*"]),
+    # config/modes.yaml is found under <prefix>/share/anytime_perception/config (runtime.modes)
+    data_files=[("share/anytime_perception/config", ["config/modes.yaml", "config/params.yaml"])],
     install_requires=[
         "numpy",
         "onnxruntime",
@@ -21,7 +23,8 @@ setup(
     ],
     extras_require={
         # Exact torch pin: an open range pulls a multi-GB CUDA build from PyPI.
-        "train": ["torch==2.13.0", "onnx", "tqdm"],
+        "eval": ["pycocotools", "tqdm"],
+        "train": ["torch==2.13.0", "onnx", "tqdm", "pycocotools", "matplotlib"],
         "gpu": ["onnxruntime-gpu"],
     },
     entry_points={

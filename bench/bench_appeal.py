@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))  # the integration-test harness: a real ROS peer, two hosts
 
 from anytime_perception.data.image_folder import load_image_folder  # noqa: E402
-from anytime_perception.data.road_signs import load_split, read_rgb  # noqa: E402
-from anytime_perception.eval.metrics import mean_average_precision  # noqa: E402
+from anytime_perception.data import load_split, read_rgb  # noqa: E402
+from anytime_perception.metrics.voc import mean_average_precision  # noqa: E402
 from anytime_perception.runtime import load_manifest  # noqa: E402
 from netns import two_hosts  # noqa: E402
 from ros_probe import node_and_probe, start_node  # noqa: E402
@@ -39,12 +39,12 @@ from ros_probe import node_and_probe, start_node  # noqa: E402
 DOMAIN = 60 + os.getpid() % 30
 
 
-def _frames(data: str, task: str, count: int, size: int) -> tuple[list[np.ndarray], list]:
+def _frames(data: str, task: str, count: int, size: int, labels: tuple[str, ...]) -> tuple[list[np.ndarray], list]:
     """Frames and their truth: class labels (classification) or (boxes, labels) per frame."""
     if task == "classification":
         test = load_image_folder(data, "test", size).subset(count, 0)
         return list(test.images), list(test.labels)
-    samples = load_split(data, "val")[:count]
+    samples = load_split(data, "val", classes=labels)[:count]
     return [read_rgb(s.image_path) for s in samples], [(s.boxes, s.labels) for s in samples]
 
 
@@ -100,7 +100,7 @@ def _phase(peer, stamps: list[int], truth: list, task: str, classes: int, before
 def run(args: argparse.Namespace) -> dict:
     manifest = load_manifest(args.little)
     task, classes = manifest.task, len(manifest.labels)
-    frames, truth = _frames(args.data, task, args.frames, manifest.input.size)
+    frames, truth = _frames(args.data, task, args.frames, manifest.input.size, manifest.labels)
     half = len(frames) // 2
     with two_hosts(subnet=7) as host:
         env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "test" / "udp_only_profile.xml")}

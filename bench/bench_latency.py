@@ -28,7 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from anytime_perception.data.road_signs import load_split, read_rgb
+from anytime_perception.data import load_split, read_rgb
 from anytime_perception.msg import DetectionArray
 from anytime_perception.ros.conversions import status_values
 from anytime_perception.ros.replay import ReplayNode

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 from netns import RemoteHost, two_hosts
 
 REPO = Path(__file__).resolve().parents[1]
+# The paper-reproduction harnesses live apart from the package (experiments/, run as scripts);
+# their tests import them as top-level modules.
+sys.path.insert(0, str(REPO / "experiments"))
 SHIPPED_MODEL = REPO / "models" / "road_signs_anywidth"
 MODES_FILE = REPO / "config" / "modes.yaml"
 DATASETS = Path(os.environ.get("ANYTIME_DATASETS", REPO.parent / "shared" / "datasets"))

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from anytime_perception.data.image_folder import load_image_folder
-from anytime_perception.eval.appeal_analysis import (BigLittle, apply_threshold, operating_points,
+from appeal_analysis import (BigLittle, apply_threshold, operating_points,
                                                       point_at_degradation, threshold_for_degradation)
-from anytime_perception.eval.appeal_report import main as report_main
+from appeal_report import main as report_main
 from anytime_perception.export.__main__ import main as export_main
 from anytime_perception.export.macs import count_macs
 from anytime_perception.nets.appeal import LITTLE_NETS, appealnet

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from anytime_perception.data.road_signs import CLASSES, load_split, read_rgb
-from anytime_perception.runtime import AnytimeModel
+from anytime_perception.data import load_split, read_rgb
+from anytime_perception.runtime import AnytimeModel, load_manifest
 from anytime_perception.runtime.appeal import BigModel
 
 from conftest import REPO, SHIPPED_MODEL, write_tiny_model
@@ -35,7 +35,7 @@ def setup(tmp_path_factory):
     """A little model that is never sure (q = 0.2 < 0.5) and the modes file."""
     root = tmp_path_factory.mktemp("appeal")
     little = write_tiny_model(root / "little", [0.2], [1000], appeal={"normal": 0.5, "power_saving": 0.5},
-                              labels=CLASSES)
+                              labels=load_manifest(SHIPPED_MODEL).labels)
     modes = root / "modes.yaml"
     modes.write_text(MODES)
     return little, modes

@@ -13,8 +13,8 @@ import torch
 from anytime_perception.calibration.cascade import (apply_cascade, cascade_records, learn_cascade, myopic, path_outcome,
                                                     paths, soft_oracle)
 from anytime_perception.data.image_folder import load_image_folder
-from anytime_perception.eval.cascade_analysis import NEVER, load_network, logits_of, records_on
-from anytime_perception.eval.cascade_report import main as report_main
+from cascade_analysis import NEVER, load_network, logits_of, records_on
+from cascade_report import main as report_main
 from anytime_perception.training import appeal_run, classifier_run
 from anytime_perception.training.classification import normalise
 from conftest import CIFAR10

@@ -10,7 +10,7 @@ import yaml
 
 from anytime_perception.calibration.__main__ import main as calibrate_main
 from anytime_perception.calibration.detector import frames_match
-from anytime_perception.data.road_signs import load_split, read_rgb
+from anytime_perception.data import load_split, read_rgb
 from anytime_perception.eval.detector_gate import gated_map
 from anytime_perception.runtime.engine import AnytimeEngine
 from anytime_perception.runtime.exit_rules import detection_features

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from anytime_perception.data.road_signs import load_split, read_rgb
+from anytime_perception.data import load_split, read_rgb
 from anytime_perception.runtime import (AnytimeEngine, AnytimeModel, LoadMonitor, ModeError, StopReason,
                                         load_modes)
 from anytime_perception.runtime.modes import parse_modes

@@ -13,7 +13,7 @@ from anytime_perception.export.macs import count_macs
 from anytime_perception.export.stages import export_stages, verify_stages
 from anytime_perception.nets import build_model
 from anytime_perception.runtime import load_manifest
-from anytime_perception.training.train import load_checkpoint
+from anytime_perception.nets.checkpoint import build_from_checkpoint, load_checkpoint
 
 
 def _conv_macs(module: torch.nn.Module, x: torch.Tensor) -> int:
@@ -73,10 +73,9 @@ def test_stage_macs_add_up_to_full_model_plus_earlier_heads(exported):
 
 def test_shipped_model_matches_its_weights_and_graph_macs(shipped_model_dir):
     state = load_checkpoint(shipped_model_dir / "weights.pt")
-    cfg = state["config"]
-    model = build_model(cfg["model"], num_classes=4, input_size=cfg["input_size"])
-    model.load_state_dict(state["model"])
-    size = cfg["input_size"]
+    model = build_from_checkpoint(state)
+    assert tuple(state["labels"]) == load_manifest(shipped_model_dir).labels
+    size = state["input"]["size"]
     image = torch.randn(1, 3, size, size)
     with torch.no_grad():
         assert verify_stages(model.eval()(image), shipped_model_dir, image) < 1e-3

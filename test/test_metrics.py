@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from anytime_perception.eval.metrics import average_precision, mean_average_precision
+from anytime_perception.metrics.voc import average_precision, mean_average_precision
 
 BOX = np.array([10, 10, 50, 50], np.float32)
 

@@ -8,7 +8,7 @@ import cv2
 import pytest
 from sensor_msgs.msg import Image
 
-from anytime_perception.data.road_signs import load_split, read_rgb
+from anytime_perception.data import load_split, read_rgb
 from anytime_perception.runtime import load_manifest, load_modes
 
 from conftest import MODES_FILE, SHIPPED_MODEL

@@ -7,18 +7,20 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from anytime_perception.data.road_signs import CLASSES, load_split, read_rgb
+from anytime_perception.data import load_split, read_rgb
 from anytime_perception.export.stages import verify_stages
 from anytime_perception.export.stepping import export_stepping, head_outputs
 from anytime_perception.nets.stepping import SteppingSpec
 from anytime_perception.nets.stepping_detector import CENTERNET_CHAIN, CENTERNET_NECK, OUTPUT_STRIDE, stepping_centernet
 from anytime_perception.runtime import AnytimeEngine, AnytimeModel
 from anytime_perception.runtime.modes import load_modes
-from anytime_perception.training.dataset import MEAN, STD, RoadSignDetection
+from anytime_perception.training.dataset import MEAN, STD, DetectionDataset
 from anytime_perception.training.stepping import SteppingConfig, assign_regular_levels, make_optimizer, train_batch
 from anytime_perception.training.stepping_tasks import detection_loss
 
 from conftest import MODES_FILE
+
+CLASSES = ("speedlimit", "crosswalk", "trafficlight", "stop")  # road_signs' classes, in the order the tests use
 
 
 def _small_detector(spec: SteppingSpec) -> torch.nn.Module:
@@ -43,7 +45,7 @@ def test_detector_geometry_matches_the_centernet_targets(spec):
 def test_detector_trains_exports_and_runs_in_the_engine(road_signs_root, tmp_path, spec):
     torch.manual_seed(0)
     model = _small_detector(spec)
-    data = RoadSignDetection(road_signs_root, "train", 320, OUTPUT_STRIDE, augment=False)
+    data = DetectionDataset.from_path(road_signs_root, "train", 320, OUTPUT_STRIDE, None, classes=CLASSES)
     images, targets = next(iter(DataLoader(data, 4)))
     loss_fn = partial(detection_loss, gamma=1.0, num_classes=len(CLASSES))
     cfg = SteppingConfig(lr=0.02)

@@ -9,17 +9,18 @@ import torch
 
 from anytime_perception.nets import build_model
 from anytime_perception.nets.centernet import centernet_loss
-from anytime_perception.training.dataset import RoadSignDetection
-from anytime_perception.training.train import TrainConfig, load_checkpoint, train
+from anytime_perception.nets.checkpoint import load_checkpoint
+from anytime_perception.training.dataset import DetectionDataset
+from anytime_perception.training.train import TrainConfig, train
 
 
 def test_dataset_split_is_deterministic_and_disjoint(road_signs_root):
-    train_set = RoadSignDetection(road_signs_root, "train", 128, 8, augment=False)
-    val_set = RoadSignDetection(road_signs_root, "val", 128, 8, augment=False)
+    train_set = DetectionDataset.from_path(road_signs_root, "train", 128, 8, None)
+    val_set = DetectionDataset.from_path(road_signs_root, "val", 128, 8, None)
     train_paths = {s.image_path for s in train_set.samples}
     val_paths = {s.image_path for s in val_set.samples}
     assert len(train_paths) == 560 and len(val_paths) == 140 and not train_paths & val_paths
-    assert [s.image_path for s in RoadSignDetection(road_signs_root, "val", 128, 8, False).samples] == \
+    assert [s.image_path for s in DetectionDataset.from_path(road_signs_root, "val", 128, 8, None).samples] == \
         [s.image_path for s in val_set.samples]
     image, target = val_set[0]
     assert image.shape == (3, 128, 128) and target["heatmap"].shape == (4, 16, 16)
@@ -27,9 +28,9 @@ def test_dataset_split_is_deterministic_and_disjoint(road_signs_root):
 
 
 def test_training_lowers_the_loss_and_resumes(road_signs_root, tmp_path):
-    cfg = TrainConfig(data=str(road_signs_root), out=str(tmp_path / "run"), input_size=128, epochs=1,
-                      batch_size=8, limit_batches=6, warmup_epochs=0, lr=3e-3, distill=0.5)
-    val = RoadSignDetection(road_signs_root, "val", 128, 8, augment=False)
+    cfg = TrainConfig(data=str(road_signs_root), run_dir=str(tmp_path / "run"), model="anywidth_centernet_s3",
+                      input_size=128, epochs=1, batch_size=8, limit_batches=6, warmup_epochs=0, lr=3e-3, distill=0.5)
+    val = DetectionDataset.from_path(road_signs_root, "val", 128, 8, None)
     images, targets = zip(*(val[i] for i in range(16)))
     batch = torch.stack(images), {k: torch.stack([t[k] for t in targets]) for k in targets[0]}
 
@@ -41,10 +42,12 @@ def test_training_lowers_the_loss_and_resumes(road_signs_root, tmp_path):
 
     torch.manual_seed(0)  # the same seed train() uses: the untrained starting point
     initial = build_model("anywidth_centernet_s3", num_classes=4, input_size=128)
-    first = load_checkpoint(train(cfg))
+    train(cfg)
+    first = load_checkpoint(tmp_path / "run" / "last.pt")
     assert first["epoch"] == 1
     cfg.epochs, cfg.resume = 2, True
-    second = load_checkpoint(train(cfg))
+    train(cfg)
+    second = load_checkpoint(tmp_path / "run" / "last.pt")
     assert second["epoch"] == 2
     assert val_loss(second) < val_loss({"model": initial.state_dict()})
 
@@ -52,7 +55,8 @@ def test_training_lowers_the_loss_and_resumes(road_signs_root, tmp_path):
 def test_distributed_training_with_torchrun(road_signs_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "anytime_perception.training", "--data", str(road_signs_root), "--out", str(tmp_path / "ddp"),
+           "-m", "anytime_perception.training", "--data", str(road_signs_root), "--run-dir", str(tmp_path / "ddp"),
+           "--steps", "train",
            "--input-size", "96", "--epochs", "1", "--batch-size", "4", "--limit-batches", "2"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

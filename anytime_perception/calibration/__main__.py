@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.image_folder import load_image_folder
-from ..data.road_signs import load_split, read_rgb
+from ..data import load_split, read_rgb
 from ..runtime.manifest import ManifestError
 from ..runtime.model import AnytimeModel
-from ..runtime.modes import ModeError, ModeTable, load_modes
+from ..runtime.modes import ModeError, ModeTable, default_modes_file, load_modes
 from .calibrate import available_rules, calibrate, cheapest_rule, collect, mode_thresholds, print_summary, write_gate
 from .detector import collect_detector, learn_frame_gate
 
@@ -39,8 +39,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m anytime_perception.calibration", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="exported model directory (its manifest is updated)")
-    p.add_argument("--data", required=True, help="image-folder dataset (zip or directory)")
-    p.add_argument("--modes", default="config/modes.yaml", help="vehicle modes with per-mode exit targets")
+    p.add_argument("--data", required=True, help="classifiers: image-folder dataset (zip or directory); detectors: "
+                   "a labelled set in any format the training reads (its training split's images are used)")
+    p.add_argument("--format", default="auto", help="detectors: format of --data (auto, coco, yolo, voc)")
+    p.add_argument("--images", help="detectors, COCO: folder the JSON's file_name entries are relative to")
+    p.add_argument("--modes", help="vehicle modes with per-mode exit targets (default: the package's config/modes.yaml)")
     p.add_argument("--rules", nargs="+", help="rules to calibrate (default: all the model supports)")
     p.add_argument("--rule", help="the rule the runtime uses (default: the cheapest on these images, "
                    "the lowest mean MACs over the modes with an accuracy-drop target)")
@@ -72,7 +75,7 @@ def _classifier(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable)
 def _detector(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable) -> tuple[str, list, dict, list, int]:
     if (args.rules and args.rules != ["policy"]) or args.rule not in (None, "policy"):
         raise ValueError("detectors are calibrated with the learned frame gate only (rule 'policy')")
-    samples = load_split(args.data, "train")[: args.limit or None]
+    samples = load_split(args.data, "train", args.format, images=args.images)[: args.limit or None]
     records = collect_detector(model, [read_rgb(s.image_path) for s in samples], args.score_threshold)
     policies = learn_frame_gate(records)
     scores = np.stack([p.exit_probability(records.features[k]) for k, p in enumerate(policies)]
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
         model = AnytimeModel(args.model)
-        modes = load_modes(args.modes, model.manifest.total_macs)
+        modes = load_modes(args.modes or default_modes_file(), model.manifest.total_macs)
         run = _detector if model.manifest.task == "detection" else _classifier
         rule, policies, thresholds, summary, images = run(args, model, modes)
         path = write_gate(args.model, rule, thresholds, policies)

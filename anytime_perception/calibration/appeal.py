@@ -31,8 +31,8 @@ from typing import Callable
 import numpy as np
 
 from ..data.image_folder import load_image_folder
-from ..data.road_signs import load_split, read_rgb
-from ..eval.metrics import mean_average_precision
+from ..data import load_split, read_rgb
+from ..metrics.voc import mean_average_precision
 from ..runtime.appeal import BigModel, appealing_modes
 from ..runtime.decoder import decode
 from ..runtime.manifest import APPEAL_OUTPUT as APPEAL
@@ -79,12 +79,9 @@ def collect_appeals(little: AnytimeModel, big: BigModel, images: list[np.ndarray
     q, little_answers, big_answers = [], [], []
     for image in images:
         x, box = preprocess(image)
-        carry: dict[str, np.ndarray] = {}
-        for k in range(stage + 1):
-            new, heads, confidences = little.run_stage_outputs(k, x, carry)
-            carry.update(new)
-        q.append(confidences[APPEAL])
-        little_answers.append(decode(heads, manifest.decoder, box, manifest.labels, score_threshold))
+        *_, last = little.stages(x, stage)
+        q.append(last.confidences[APPEAL])
+        little_answers.append(decode(last.heads, manifest.decoder, box, manifest.labels, score_threshold))
         big_answers.append(list(big.answer(image).detections))
     return np.asarray(q), little_answers, big_answers
 
@@ -164,7 +161,7 @@ def _records(args: argparse.Namespace, little: AnytimeModel, big: BigModel) -> t
             raise ValueError(f"{args.data}: classes differ from the model's labels")
         q, small, large = collect_appeals(little, big, list(calibration.images), 0.0)
         return AppealRecords(q, classification_quality(small, large, calibration.labels)), len(q)
-    samples = load_split(args.data, "train")[: args.limit or None]
+    samples = load_split(args.data, "train", classes=labels)[: args.limit or None]
     q, small, large = collect_appeals(little, big, [read_rgb(s.image_path) for s in samples])
     quality = detection_quality(small, large, [s.boxes for s in samples], [s.labels for s in samples], len(labels))
     return AppealRecords(q, quality), len(q)

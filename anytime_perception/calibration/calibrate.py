@@ -49,13 +49,10 @@ def collect(model: AnytimeModel, images: np.ndarray, labels: np.ndarray) -> Exit
     confidences: dict[str, list[list[float]]] = {n: [[] for _ in range(exits - 1)] for n in names}
     for image in images:
         x, _ = preprocess(image)
-        carry: dict[str, np.ndarray] = {}
-        for k in range(exits):
-            new, heads, values = model.run_stage_outputs(k, x, carry)
-            carry.update(new)
-            logits[k].append(np.ravel(heads["logits"]))
-            for n in names if k < exits - 1 else ():
-                confidences[n][k].append(values[n])
+        for step in model.stages(x):
+            logits[step.k].append(np.ravel(step.heads["logits"]))
+            for n in names if step.k < exits - 1 else ():
+                confidences[n][step.k].append(step.confidences[n])
     return ExitRecords(np.stack([np.stack(l) for l in logits]), {n: np.asarray(v) for n, v in confidences.items()},
                        np.asarray(labels), np.asarray([s.macs for s in model.manifest.stages]))
 

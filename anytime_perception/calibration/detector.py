@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..eval.metrics import iou
+from ..metrics.voc import iou
 from ..runtime.exit_rules import PEAK_FLOOR, LinearPolicy, detection_features
 from ..runtime.model import AnytimeModel
 from ..runtime.preprocess import Preprocessor
@@ -71,11 +71,8 @@ def collect_detector(model: AnytimeModel, images: list[np.ndarray], score_thresh
     detections: list[list[list[Detection]]] = [[] for _ in range(stages)]
     for image in images:
         x, box = preprocess(image)
-        carry: dict[str, np.ndarray] = {}
-        for k in range(stages):
-            new, heads, _ = model.run_stage_outputs(k, x, carry)
-            carry.update(new)
-            detections[k].append(decode_centernet(heads, manifest.decoder, box, manifest.labels, floor))
+        for step in model.stages(x):
+            detections[step.k].append(decode_centernet(step.heads, manifest.decoder, box, manifest.labels, floor))
     matches = np.array([[frames_match(d, final, score_threshold) for d, final in zip(detections[k], detections[-1])]
                         for k in range(stages)])
     features = np.array([[detection_features(np.array([d.score for d in frame])) for frame in stage]

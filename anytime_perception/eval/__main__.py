@@ -1,97 +1,117 @@
-"""CLI: mAP@0.5 per stage against cumulative MACs on the road_signs validation split.
+"""CLI: COCO mAP@0.5:0.95 and mAP@0.5 per stage (and per class) against cumulative MACs.
 
 ``python -m anytime_perception.eval --model models/road_signs_anywidth --data ../shared/datasets/road_signs``
 Runs the exported ONNX stages through the runtime (every stage, no scheduler), so it measures
-what the node ships.
+what the node ships. ``--data`` is any labelled set the training reads (COCO JSON, YOLO, VOC);
+its validation split is scored (``--split``), classes matched to the model's by name.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
+from tqdm import tqdm
 
-from ..data.road_signs import load_split, read_rgb
+from ..data import FORMATS, DataError, DetectionSet, load_split, read_rgb
 from ..runtime.decoder import decode_centernet
+from ..runtime.manifest import ManifestError
 from ..runtime.model import AnytimeModel
 from ..runtime.preprocess import Preprocessor
-from .metrics import mean_average_precision
+from ..metrics.detection import score_stages
 
-__all__ = ["evaluate_detector", "main"]
+__all__ = ["evaluate_detector", "evaluate_set", "markdown_table", "main"]
 
 
-def evaluate_detector(model: AnytimeModel, data: str | Path, split: str = "val",
-                      score_threshold: float = 0.01) -> list[dict]:
-    """Per stage: cumulative MACs, mAP@0.5 and per-class AP over ``split``."""
+def evaluate_set(model: AnytimeModel, data: DetectionSet, score_threshold: float = 0.01,
+                 progress: bool = False) -> list[dict]:
+    """Per stage: cumulative MACs, COCO mAP@0.5:0.95 / mAP@0.5, VOC mAP@0.5, per-class AP."""
     manifest = model.manifest
-    samples = load_split(data, split)
-    num_classes = len(manifest.labels)
-    predictions = [[[] for _ in range(num_classes)] for _ in manifest.stages]
-    truths = [{i: s.boxes[s.labels == c] for i, s in enumerate(samples)} for c in range(num_classes)]
+    if manifest.task != "detection":
+        raise ValueError(f"{manifest.name} is a {manifest.task} model; this evaluates detectors")
     preprocess = Preprocessor(manifest.input)
-    for i, sample in enumerate(samples):
+    detections: list[list] = [[] for _ in manifest.stages]
+    for sample in tqdm(data.samples, desc=f"eval {manifest.name}", disable=not progress, leave=False):
         x, box = preprocess(read_rgb(sample.image_path))
-        carry: dict[str, np.ndarray] = {}
-        for k in range(model.num_stages):
-            new, heads, _ = model.run_stage(k, x, carry)
-            carry.update(new)
-            for d in decode_centernet(heads, manifest.decoder, box, manifest.labels, score_threshold):
-                xyxy = np.array([d.center_x - d.width / 2, d.center_y - d.height / 2,
-                                 d.center_x + d.width / 2, d.center_y + d.height / 2])
-                predictions[k][d.class_id].append((i, d.score, xyxy))
-    rows, macs = [], 0
-    for k, stage in enumerate(manifest.stages):
+        for step in model.stages(x):
+            detections[step.k].append(decode_centernet(step.heads, manifest.decoder, box, manifest.labels,
+                                                       score_threshold))
+    rows, macs = score_stages(data, detections, manifest.labels), 0
+    for row, stage in zip(rows, manifest.stages):
         macs += stage.macs
-        mean_ap, aps = mean_average_precision(predictions[k], truths)
-        rows.append({"stage": k, "cumulative_macs": macs, "macs_fraction": macs / manifest.total_macs,
-                     "map50": mean_ap, "ap50": dict(zip(manifest.labels, aps))})
+        row.update(cumulative_macs=macs, macs_fraction=macs / manifest.total_macs)
     return rows
 
 
-def markdown_table(rows: list[dict], labels: tuple[str, ...]) -> str:
-    """Rows as a markdown table: stage, MACs, mAP@0.5 and AP per class."""
-    lines = ["| stage | cumulative MMACs | of full | mAP@0.5 | " + " | ".join(labels) + " |",
-             "|---" * (4 + len(labels)) + "|"]
+def evaluate_detector(model: AnytimeModel, data: str | Path, split: str = "val", score_threshold: float = 0.01,
+                      **read_args) -> list[dict]:
+    """:func:`evaluate_set` on ``split`` of the set at ``data`` (any format)."""
+    return evaluate_set(model, load_split(data, split, **read_args), score_threshold)
+
+
+def _ap(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def markdown_table(rows: list[dict], labels: tuple[str, ...] | None = None) -> str:
+    """Rows as a markdown table: stage, MACs, mAP@0.5:0.95, mAP@0.5 and per class AP@0.5:0.95."""
+    labels = tuple(labels or rows[0]["per_class"])
+    lines = ["| stage | cumulative MMACs | of full | mAP@0.5:0.95 | mAP@0.5 | "
+             + " | ".join(f"{n} AP" for n in labels) + " |", "|---" * (5 + len(labels)) + "|"]
     for r in rows:
-        aps = " | ".join(f"{r['ap50'][label]:.3f}" for label in labels)
+        aps = " | ".join(_ap(r["per_class"].get(n, {}).get("ap")) for n in labels)
         lines.append(f"| {r['stage']} | {r['cumulative_macs'] / 1e6:.1f} | {r['macs_fraction']:.1%} | "
-                     f"**{r['map50']:.3f}** | {aps} |")
+                     f"**{_ap(r['map'])}** | {_ap(r['map50'])} | {aps} |")
     return "\n".join(lines)
 
 
 def plot(rows_by_model: dict[str, list[dict]], path: Path) -> None:
-    """mAP@0.5 against cumulative MACs, one line per model (matplotlib, imported on demand)."""
+    """mAP@0.5 and mAP@0.5:0.95 against cumulative MACs, one line per model."""
     from .plots import plt, save_plot  # pyplot with the Agg backend
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120)
     for name, rows in rows_by_model.items():
-        ax.plot([r["cumulative_macs"] / 1e6 for r in rows], [r["map50"] for r in rows], "o-", label=name)
-    ax.set_xlabel("cumulative MMACs per frame")
-    ax.set_ylabel("mAP@0.5 (road_signs val)")
-    save_plot(fig, path, [ax], legend_size=10)
+        macs = [r["cumulative_macs"] / 1e6 for r in rows]
+        axes[0].plot(macs, [r["map50"] for r in rows], "o-", label=name)
+        axes[1].plot(macs, [r["map"] for r in rows], "o-", label=name)
+    for ax, metric in zip(axes, ("mAP@0.5", "mAP@0.5:0.95")):
+        ax.set_xlabel("cumulative MMACs per frame")
+        ax.set_ylabel(f"{metric} (validation)")
+    save_plot(fig, path, list(axes), legend_size=9)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anytime_perception.eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, nargs="+", help="model directories (with manifest.yaml)")
-    parser.add_argument("--data", required=True, help="road_signs root")
+    parser.add_argument("--data", required=True, help="labelled set: COCO .json, YOLO folder or VOC folder")
+    parser.add_argument("--format", default="auto", choices=FORMATS)
+    parser.add_argument("--images", help="COCO: folder the JSON's file_name entries are relative to")
     parser.add_argument("--split", default="val", choices=["train", "val", "all"])
+    parser.add_argument("--score-threshold", type=float, default=0.01)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--plot", type=Path, help="also plot mAP vs MACs of every model to this PNG")
     args = parser.parse_args(argv)
     results = {}
-    for path in args.model:
-        model = AnytimeModel(path)
-        rows = evaluate_detector(model, args.data, args.split)
-        results[model.manifest.name] = rows
-        print(f"\n{model.manifest.name} on {args.split}: mAP@0.5 per stage vs cumulative MACs\n")
-        print(markdown_table(rows, model.manifest.labels))
+    try:
+        data = load_split(args.data, args.split, args.format, images=args.images)
+        print(data.summary())
+        for path in args.model:
+            model = AnytimeModel(path)
+            rows = evaluate_set(model, data, args.score_threshold, progress=True)
+            results[model.manifest.name] = rows
+            print(f"\n{model.manifest.name} on {args.split} ({len(data)} images): COCO mAP per stage vs cumulative MACs\n")
+            print(markdown_table(rows))
+    except (DataError, ManifestError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
     if args.plot:
         plot(results, args.plot)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend first)
 import numpy as np  # noqa: E402
 
 from ..calibration.appeal import AppealRecords, collect_appeals, detection_quality  # noqa: E402
-from ..data.road_signs import load_split, read_rgb  # noqa: E402
+from ..data import load_split, read_rgb  # noqa: E402
 from ..runtime.appeal import BigModel  # noqa: E402
 from ..runtime.exit_rules import detection_features  # noqa: E402
 from ..runtime.model import AnytimeModel  # noqa: E402
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0)
     args = p.parse_args(argv)
     little, big = AnytimeModel(args.model), BigModel(AnytimeModel(args.big), 0.01)
-    samples = load_split(args.data, "val")[: args.limit or None]
+    samples = load_split(args.data, "val", classes=little.manifest.labels)[: args.limit or None]
     q, small, large = collect_appeals(little, big, [read_rgb(s.image_path) for s in samples])
     records = AppealRecords(q, detection_quality(small, large, [s.boxes for s in samples],
                                                  [s.labels for s in samples], len(little.manifest.labels)))

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ..calibration.detector import collect_detector
-from ..data.road_signs import load_split, read_rgb
+from ..data import load_split, read_rgb
 from ..runtime.model import AnytimeModel
 from ..runtime.modes import load_modes
-from .metrics import mean_average_precision
+from ..metrics.voc import mean_average_precision
 
 __all__ = ["main", "gated_map"]
 
@@ -42,7 +42,7 @@ def gated_map(model: AnytimeModel, data: str, modes_file: str, score_threshold: 
     manifest = model.manifest
     if manifest.gate_rule != "policy" or not manifest.policies:
         raise ValueError(f"{manifest.name}: no calibrated frame gate; run python -m anytime_perception.calibration first")
-    samples = load_split(data, "val")
+    samples = load_split(data, "val", classes=manifest.labels)
     records = collect_detector(model, [read_rgb(s.image_path) for s in samples], score_threshold, floor=0.01)
     cumulative = records.cumulative_macs
     stages, frames = records.matches.shape

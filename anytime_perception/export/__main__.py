@@ -10,39 +10,39 @@ ResNet) one graph each, AppealNet's with its predictor q(x) as the ``appeal`` co
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
-from ..data.road_signs import CLASSES
-from ..nets import build_model
 from ..nets.appeal_detector import detector_predictor
+from ..nets.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint, model_from_state
 from ..nets.stepping import SteppingNet
-from ..training.appeal_run import appeal_from_state, little_from_state
-from ..training.classifier_run import resnet_from_state
-from ..training.dataset import MEAN, STD
-from ..training.exits_run import exit_net_from_state
-from ..training.stepping_run import classifier_from_state
-from ..training.train import load_checkpoint
 from .appeal import AppealOutputs, export_single_stage
 from .early_exit import export_early_exit
 from .stages import APPEAL, export_stages, verify_stages
 from .stepping import export_stepping, head_outputs
 
 
-def _export_detector(state: dict, out: str, name: str) -> float:
-    """A nested detector, with AppealNet's predictor on its little stage if the checkpoint has one
-    (``training.appeal_detector``)."""
-    cfg = state["config"]
-    model = build_model(cfg["model"], num_classes=len(CLASSES), input_size=cfg["input_size"])
-    model.load_state_dict(state["model"])
+WEIGHTS_KEYS = ("checkpoint_version", "family", "config", "labels", "input", "model", "appeal_head", "appeal",
+                "train_config")
+
+
+def export_detector(state: dict, out: str | Path, name: str) -> float:
+    """A nested detector from its checkpoint (labels and input convention included), with
+    AppealNet's predictor on its little stage if the checkpoint has one
+    (``training.appeal_detector``); ``weights.pt`` beside the graphs keeps the checkpoint without
+    its training state. Returns the largest |ONNX - torch| over every stage's heads."""
+    model = build_from_checkpoint(state)
     predictor = None
     if "appeal_head" in state:
         predictor = detector_predictor(model, state["appeal"]["stage"])
         predictor.load_state_dict(state["appeal_head"])
-    export_stages(model, out, name, CLASSES, MEAN, STD, predictor)
-    extra = {"appeal_head": state["appeal_head"], "appeal": state["appeal"]} if predictor is not None else {}
-    torch.save({"model": model.state_dict(), "config": cfg, **extra}, f"{out}/weights.pt")
-    image = torch.randn(1, 3, cfg["input_size"], cfg["input_size"], generator=torch.Generator().manual_seed(0))
+    spec = state["input"]
+    export_stages(model, out, name, tuple(state["labels"]), tuple(spec["mean"]), tuple(spec["std"]), predictor,
+                  spec["pad_value"])
+    torch.save({k: v for k, v in state.items() if k in WEIGHTS_KEYS}, Path(out) / "weights.pt")
+    size = model.config.input_size
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = _detector_outputs(model.eval(), predictor, image)
     return verify_stages(expected, out, image)
@@ -62,7 +62,7 @@ def _detector_outputs(model: torch.nn.Module, predictor: torch.nn.Module | None,
 
 
 def _export_classifier(state: dict, checkpoint: str, out: str, name: str) -> float:
-    model, meta = classifier_from_state(state)
+    model, meta = model_from_state(state)
     if not isinstance(model, SteppingNet):
         raise SystemExit(f"{checkpoint}: a {meta['kind']} network recomputes every subnet; only nested "
                          "(SteppingNet / any-width) networks export as increments")
@@ -75,7 +75,7 @@ def _export_classifier(state: dict, checkpoint: str, out: str, name: str) -> flo
 
 
 def _export_early_exit(state: dict, out: str, name: str) -> float:
-    net, meta = exit_net_from_state(state)
+    net, meta = model_from_state(state)
     size = meta["input_size"]
     export_early_exit(net, out, name, tuple(meta["classes"]), tuple(255 * m for m in meta["mean"]),
                       tuple(255 * s for s in meta["std"]), size)
@@ -87,11 +87,9 @@ def _export_early_exit(state: dict, out: str, name: str) -> float:
 def _export_big_little(state: dict, out: str, name: str) -> float:
     """AppealNet (logits and q), a little network alone or the big ResNet (logits): one stage each."""
     kind = state["meta"]["kind"]
+    model, meta = model_from_state(state)
     if kind == "appeal":
-        net, meta = appeal_from_state(state)
-        model: torch.nn.Module = AppealOutputs(net)
-    else:
-        model, meta = little_from_state(state) if kind == "little" else resnet_from_state(state)
+        model = AppealOutputs(model)
     size = meta.get("input_size", 32)  # classifier_run trains on the 32x32 image-folder sets
     confidence = APPEAL if kind == "appeal" else None
     export_single_stage(model, out, name, tuple(meta["classes"]), tuple(255 * m for m in meta["mean"]),
@@ -110,16 +108,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=None, help="model name in the manifest (default: out dir name)")
     args = parser.parse_args(argv)
     name = args.name or args.out.rstrip("/").split("/")[-1]
-    state = load_checkpoint(args.checkpoint)
-    kind = state.get("meta", {}).get("kind")
-    if kind in ("branch", "gate"):
-        error = _export_early_exit(state, args.out, name)
-    elif kind in ("appeal", "little", "resnet_cifar"):
-        error = _export_big_little(state, args.out, name)
-    elif kind is not None:
-        error = _export_classifier(state, args.checkpoint, args.out, name)
-    else:
-        error = _export_detector(state, args.out, name)
+    try:
+        state = load_checkpoint(args.checkpoint)
+        kind = state.get("meta", {}).get("kind")
+        if kind in ("branch", "gate"):
+            error = _export_early_exit(state, args.out, name)
+        elif kind in ("appeal", "little", "resnet_cifar"):
+            error = _export_big_little(state, args.out, name)
+        elif kind is not None:
+            error = _export_classifier(state, args.checkpoint, args.out, name)
+        else:
+            error = export_detector(state, args.out, name)
+    except CheckpointError as exc:
+        where = "" if str(exc).startswith(str(args.checkpoint)) else f"{args.checkpoint}: "
+        raise SystemExit(f"error: {where}{exc}") from None
     print(f"wrote {args.out}/manifest.yaml; max |onnx - torch| over all stage heads = {error:.2e}")
 
 

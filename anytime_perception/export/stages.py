@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from ..nets.anywidth import AnyWidthDetector
+from ..nets.contract import AnytimeDetector
 from ..runtime.manifest import APPEAL_OUTPUT as APPEAL
 from .macs import count_macs
 
@@ -58,7 +58,7 @@ def _detector_step(predictor: nn.Module | None) -> StageStep:
 class _Full(nn.Module):
     """The full model as one static graph: every group of every layer, only the last head."""
 
-    def __init__(self, model: AnyWidthDetector) -> None:
+    def __init__(self, model: AnytimeDetector) -> None:
         super().__init__()
         self.model = model
 
@@ -122,8 +122,9 @@ def write_manifest(out: Path, name: str, task: str, labels: tuple[str, ...], siz
     return path
 
 
-def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, labels: tuple[str, ...],
-                  mean: tuple[float, ...], std: tuple[float, ...], predictor: nn.Module | None = None) -> Path:
+def export_stages(model: AnytimeDetector, out_dir: str | Path, name: str, labels: tuple[str, ...],
+                  mean: tuple[float, ...], std: tuple[float, ...], predictor: nn.Module | None = None,
+                  pad_value: int = 114) -> Path:
     """Write ``stage<k>.onnx``, ``full.onnx`` and ``manifest.yaml`` into ``out_dir``; with an
     AppealNet ``predictor`` (``nets.appeal_detector``) its stage also outputs q(x) as the
     ``appeal`` confidence (``python -m anytime_perception.calibration.appeal`` then writes the
@@ -151,7 +152,7 @@ def export_stages(model: AnyWidthDetector, out_dir: str | Path, name: str, label
             carry.update(new)
         full = out / "full.onnx"
         export_graph(_Full(model), (image,), full, ["image"], list(HEADS))
-    return write_manifest(out, name, "detection", labels, size, mean, std, 114,
+    return write_manifest(out, name, "detection", labels, size, mean, std, pad_value,
                           centernet_decoder(model.config.output_stride), stages, full, list(HEADS))
 
 

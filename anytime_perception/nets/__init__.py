@@ -1,4 +1,9 @@
-"""Network families and a registry of named builders (``--model NAME`` on the CLIs)."""
+"""Network families and a registry of named builders (``--model NAME`` on the CLIs).
+
+A detector family implements ``contract.AnytimeDetector`` and registers its builders here: each
+takes ``num_classes`` and ``input_size`` and returns the model. Checkpoints name the builder
+(``checkpoint.make_checkpoint``), so ``checkpoint.build_from_checkpoint`` rebuilds any of them.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,7 +12,7 @@ from torch import nn
 
 from .anywidth import AnyWidthConfig, AnyWidthDetector, anywidth_centernet_patch_s3, anywidth_centernet_s3
 
-__all__ = ["AnyWidthConfig", "AnyWidthDetector", "MODELS", "build_model"]
+__all__ = ["AnyWidthConfig", "AnyWidthDetector", "MODELS", "build_model", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "anywidth_centernet_s3": anywidth_centernet_s3,
@@ -20,3 +25,11 @@ def build_model(name: str, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     return MODELS[name](**kwargs)
+
+
+def register_model(name: str, builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Add a builder to the registry (a new family's file calls this for each of its builders)."""
+    if name in MODELS and MODELS[name] is not builder:
+        raise ValueError(f"model name {name!r} is registered already")
+    MODELS[name] = builder
+    return builder

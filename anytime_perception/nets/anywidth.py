@@ -34,6 +34,16 @@ class AnyWidthConfig:
     output_stride: int = 8
     patch_stem: bool = False  # 4x4 stride-4 patchify stem instead of 3x3 stride 2 + stride-2 conv
 
+    # the deepest layer's stride: the top-down neck needs input sizes that it divides
+    max_stride = 32
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, not {self.num_classes}")
+        if self.input_size <= 0 or self.input_size % self.max_stride:
+            raise ValueError(f"input size {self.input_size} is not a positive multiple of the network stride "
+                             f"{self.max_stride} (e.g. {max(1, round(self.input_size / self.max_stride)) * self.max_stride})")
+
 
 def _split(width: int, fractions: tuple[float, ...]) -> list[int]:
     groups = [max(1, round(width * f)) for f in fractions[:-1]]
@@ -108,6 +118,12 @@ class AnyWidthDetector(nn.Module):
         p4 = nested("p4", up_cat(c5, c4))
         p3 = nested("neck", nested("p3", up_cat(p4, c3)))
         return new, self.heads[k](torch.cat(p3, 1)) if with_head else {}
+
+    @staticmethod
+    def is_class_parameter(name: str) -> bool:
+        """Whether a state-dict entry's shape depends on the class count (the heatmap outputs):
+        what fine-tuning on other classes re-initialises."""
+        return name.startswith("heads.") and ".heatmap." in name
 
     def forward(self, image: Tensor) -> list[dict[str, Tensor]]:
         """All stages in order; returns the head outputs of every subnet."""

@@ -17,24 +17,34 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ..data.road_signs import IMAGE_SUFFIXES, load_split, read_rgb
+from ..data import DataError, detect_format, load_split, read_rgb
+from ..data.detection import IMAGE_SUFFIXES
 from .conversions import rgb_to_image
 
 __all__ = ["ReplayNode", "frame_source", "main"]
 
 
+def _is_dataset(source: Path) -> bool:
+    """A labelled detection set (COCO JSON, YOLO or VOC layout) rather than a video or a folder."""
+    try:
+        detect_format(source)
+    except DataError:
+        return False
+    return True
+
+
 def frame_source(source: str | Path, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
-    """RGB frames from a video file, a road_signs root (its validation split) or an image folder.
+    """RGB frames from a video file, a detection set (its validation split) or an image folder.
 
     ``size`` (width, height) resizes every frame (the camera's resolution); None keeps it.
     """
     source = Path(source)
-    if source.is_file():
+    if _is_dataset(source):
+        images = (read_rgb(s.image_path) for s in load_split(source, "val"))
+    elif source.is_file():
         capture = cv2.VideoCapture(str(source))
         frames = iter(lambda: capture.read(), (False, None))
         images = (cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for ok, f in frames if ok)
-    elif (source / "annotations").is_dir():
-        images = (read_rgb(s.image_path) for s in load_split(source, "val"))
     elif source.is_dir():
         images = (read_rgb(p) for p in sorted(source.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES)
     else:

@@ -322,11 +322,8 @@ class BigModel:
     def _heads(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if self.model.manifest.full_model is not None:
             return self.model.run_full(x)
-        carry: dict[str, np.ndarray] = {}
-        for k in range(self.model.num_stages):
-            new, heads, _ = self.model.run_stage_outputs(k, x, carry)
-            carry.update(new)
-        return heads
+        *_, last = self.model.stages(x)
+        return last.heads
 
 
 class LocalAppealClient:

@@ -1,8 +1,9 @@
 """An anytime model at run time: one ONNX Runtime session per stage, carry kept between calls."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -12,10 +13,21 @@ from .decoder import decode_centernet
 from .exit_rules import DERIVED_RULES, PEAK_FLOOR, confidence_features, detection_features, rule_scores
 from .manifest import IMAGE_INPUT, Manifest, ManifestError, StageSpec, load_manifest
 
-__all__ = ["AnytimeModel", "available_providers", "StageOutput"]
+__all__ = ["AnytimeModel", "available_providers", "StageOutput", "StageStep"]
 
 Carry = dict[str, np.ndarray]
 StageOutput = tuple[Carry, dict[str, np.ndarray], float | None]  # new carry, heads, confidence
+
+
+@dataclass(frozen=True)
+class StageStep:
+    """What one stage produced: its index, head outputs, every confidence output of its graph
+    (by rule name) and the carry entries it added."""
+
+    k: int
+    heads: dict[str, np.ndarray]
+    confidences: dict[str, float]
+    carry: Carry
 
 
 def available_providers() -> list[str]:
@@ -76,6 +88,15 @@ class AnytimeModel:
         confidence is the gate rule's score of this stage (None without a rule)."""
         carry, heads, confidences = self.run_stage_outputs(k, image, carry)
         return carry, heads, self.gate_score(k, heads, confidences)
+
+    def stages(self, image: np.ndarray, last: int | None = None) -> Iterator[StageStep]:
+        """Stages 0..``last`` (default: all) in order on one preprocessed image, the carry passed
+        along, no scheduler: what evaluation, calibration and the big model iterate."""
+        carry: Carry = {}
+        for k in range(self.num_stages if last is None else last + 1):
+            new, heads, confidences = self.run_stage_outputs(k, image, carry)
+            carry.update(new)
+            yield StageStep(k, heads, confidences, new)
 
     def policy_features(self, heads: dict[str, np.ndarray], confidences: dict[str, float]) -> np.ndarray:
         """The learned policy's features of one stage's outputs (classifier or detector)."""

@@ -17,13 +17,14 @@ threshold is calibrated to: ``{max_accuracy_drop: 0.01}`` (vs the big network) o
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["ModeError", "VehicleMode", "ModeTable", "load_modes", "parse_modes"]
+__all__ = ["ModeError", "VehicleMode", "ModeTable", "load_modes", "parse_modes", "default_modes_file"]
 
 MODE_KEYS = {"mac_budget", "deadline_ms", "cpu_load_ceiling", "exit", "appeal"}
 EXIT_TARGETS = ("max_accuracy_drop", "max_mean_macs")
@@ -119,6 +120,18 @@ def parse_modes(data: Any, full_macs: int) -> ModeTable:
     if default not in modes:
         raise ModeError(f"default_mode: {default!r} is not one of {sorted(modes)}")
     return ModeTable(modes, default)
+
+
+def default_modes_file() -> Path:
+    """The package's ``config/modes.yaml``, wherever the package is: installed into a prefix
+    (``<prefix>/share/anytime_perception/config``, by the CMake build or pip) or the source tree;
+    not the current directory."""
+    candidates = [Path(sys.prefix) / "share" / "anytime_perception" / "config" / "modes.yaml",
+                  Path(__file__).resolve().parents[2] / "config" / "modes.yaml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ModeError(f"the package's modes file is in none of {[str(c) for c in candidates]}; pass --modes")
 
 
 def load_modes(path: str | Path, full_macs: int) -> ModeTable:

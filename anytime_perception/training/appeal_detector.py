@@ -23,25 +23,22 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.road_signs import CLASSES
-from ..nets import AnyWidthDetector, build_model
+from ..data.augment import AugmentConfig
+from ..nets import AnyWidthDetector
+from ..nets.checkpoint import build_from_checkpoint, load_checkpoint
 from ..nets.appeal_detector import DetectorPredictor, detector_predictor
 from ..nets.centernet import centernet_loss
 from .appeal import LagrangeMultiplier, joint_loss
 from .cli import command_line, configure_torch, run_cli
-from .dataset import RoadSignDetection
-from .train import load_checkpoint
+from .dataset import DetectionDataset
 
 __all__ = ["load_detector", "per_image_loss", "collect", "fit_predictor", "main"]
 
 
 def load_detector(path: str | Path) -> tuple[AnyWidthDetector, dict]:
-    """A detector and its training configuration from a checkpoint (``weights_only``)."""
+    """A detector and its checkpoint (``weights_only``; a model directory reads its weights.pt)."""
     state = load_checkpoint(path)
-    config = state["config"]
-    model = build_model(config["model"], num_classes=len(CLASSES), input_size=config["input_size"])
-    model.load_state_dict(state["model"])
-    return model.eval(), config
+    return build_from_checkpoint(state), state
 
 
 def per_image_loss(pred: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
@@ -116,8 +113,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _loader(data: str, split: str, model: AnyWidthDetector, augment: bool, limit: int, seed: int) -> DataLoader:
-    dataset = RoadSignDetection(data, split, model.config.input_size, model.config.output_stride, augment, seed)
+def _loader(data: str, split: str, model: AnyWidthDetector, labels: tuple[str, ...], augment: bool, limit: int,
+            seed: int) -> DataLoader:
+    # the predictor's recipe keeps the random flips it was measured with
+    dataset = DetectionDataset.from_path(data, split, model.config.input_size, model.config.output_stride,
+                                         AugmentConfig(flip=0.5) if augment else None, seed, classes=labels)
     if limit:
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     return DataLoader(dataset, batch_size=16, shuffle=False)
@@ -131,28 +131,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     configure_torch(args.threads, args.seed)
-    model, config = load_detector(args.detector)
+    model, state = load_detector(args.detector)
+    labels = tuple(state["labels"])
     if not 0 <= args.stage < model.num_stages - 1:
         raise ValueError(f"--stage must be an early stage (0..{model.num_stages - 2}), got {args.stage}")
     predictor = detector_predictor(model, args.stage)
     start = time.time()
-    passes = [collect(model, predictor, _loader(args.data, "train", model, True, args.limit, args.seed + p),
+    passes = [collect(model, predictor, _loader(args.data, "train", model, labels, True, args.limit, args.seed + p),
                       desc=f"pass {p + 1}/{args.passes}") for p in range(args.passes)]
     features, little, big = (torch.cat(parts) for parts in zip(*passes))
     if args.black_box:
         big = torch.zeros_like(big)
     multiplier = LagrangeMultiplier(args.beta, args.target)
     history = fit_predictor(predictor, features, little, big, multiplier, args.epochs, args.lr, seed=args.seed)
-    val_features, val_little, val_big = collect(model, predictor, _loader(args.data, "val", model, False, args.limit,
-                                                                           args.seed), desc="validation")
+    val_features, val_little, val_big = collect(model, predictor, _loader(args.data, "val", model, labels, False,
+                                                                           args.limit, args.seed), desc="validation")
     with torch.no_grad():
         q = predictor.score(val_features)
     wall = time.time() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"stage": args.stage, "black_box": args.black_box}
-    torch.save({"model": model.state_dict(), "config": config, "appeal_head": predictor.state_dict(),
-                "appeal": meta}, out / "last.pt")
+    torch.save({**{k: v for k, v in state.items() if k not in ("appeal_head", "appeal")}, "model": model.state_dict(),
+                "appeal_head": predictor.state_dict(), "appeal": meta}, out / "last.pt")
     result = {**meta, "train_samples": len(features), "final_beta": multiplier.beta,
               "final_predictor_loss": sum(h["predictor_loss"] for h in history[-20:]) / min(20, len(history)),
               "val_mean_q": float(q.mean()),

@@ -35,7 +35,7 @@ from .appeal import LagrangeMultiplier, Renormalise, StepLoss, appeal_outputs, f
 from .classification import ClassificationData, batches, load_classification
 from .classifier_run import predict, resnet_from_state
 from .cli import add_run_args, command_line, configure_torch, run_cli
-from .train import load_checkpoint
+from ..nets.checkpoint import load_checkpoint, model_from_state
 
 __all__ = ["main", "little_from_state", "appeal_from_state", "checkpoint_of"]
 
@@ -53,18 +53,12 @@ def checkpoint_of(path: str | Path, kinds: tuple[str, ...]) -> dict:
 
 def little_from_state(state: dict) -> tuple[nn.Module, dict]:
     """The pre-trained little network and its metadata from a loaded ``little`` checkpoint."""
-    meta = state["meta"]
-    model = build_little(meta["arch"], len(meta["classes"]))
-    model.load_state_dict(state["model"])
-    return model.eval(), meta
+    return model_from_state(state)
 
 
 def appeal_from_state(state: dict) -> tuple[AppealNet, dict]:
     """The trained AppealNet and its metadata from a loaded ``joint`` checkpoint."""
-    meta = state["meta"]
-    net = AppealNet(build_little(meta["arch"], len(meta["classes"])))
-    net.load_state_dict(state["model"])
-    return net.eval(), meta
+    return model_from_state(state)
 
 
 @dataclass

@@ -23,17 +23,14 @@ from ..nets.macs import counted_macs
 from ..nets.resnet_cifar import CifarResNet, resnet_cifar
 from .classification import batches, load_classification
 from .cli import add_run_args, command_line, configure_torch, run_cli
-from .train import load_checkpoint
+from ..nets.checkpoint import load_checkpoint, model_from_state
 
 __all__ = ["main", "load_resnet", "resnet_from_state", "predict"]
 
 
 def resnet_from_state(state: dict) -> tuple[CifarResNet, dict]:
     """The trained ResNet and its metadata (classes, normalisation) from a loaded checkpoint."""
-    meta = state["meta"]
-    model = resnet_cifar(meta["depth"], len(meta["classes"]))
-    model.load_state_dict(state["model"])
-    return model.eval(), meta
+    return model_from_state(state)
 
 
 def load_resnet(path: str | Path) -> tuple[CifarResNet, dict]:

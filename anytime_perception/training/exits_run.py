@@ -26,20 +26,14 @@ from .classifier_run import load_resnet
 from .cli import add_run_args, command_line, configure_torch, run_cli
 from .early_exits import (branch_warmup_loss, cross_entropy_loss, cumulative_loss, exit_outputs, fit_heads,
                           gate_loss, hinge_loss)
-from .train import load_checkpoint
+from ..nets.checkpoint import load_checkpoint, model_from_state
 
 __all__ = ["main", "load_exit_net", "exit_net_from_state"]
 
 
 def exit_net_from_state(state: dict) -> tuple[EarlyExitNet, dict]:
     """The trained early-exit network and its metadata from a loaded ``exits_run`` checkpoint."""
-    from ..nets.resnet_cifar import resnet_cifar
-
-    meta = state["meta"]
-    net = EarlyExitNet(resnet_cifar(meta["depth"], len(meta["classes"])), meta["points"], meta["kind"], meta["convs"],
-                       meta["input_size"])
-    net.load_state_dict(state["model"])
-    return net.eval(), meta
+    return model_from_state(state)
 
 
 def load_exit_net(path: str | Path) -> tuple[EarlyExitNet, dict]:

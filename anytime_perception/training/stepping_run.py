@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from ..nets.slimmable import SlimmableClassifier, fit_ratios
-from ..nets.stepping import ARCHITECTURES, SteppingSpec, ConvSpec, SteppingNet
+from ..nets.stepping import ARCHITECTURES, SteppingSpec, SteppingNet
 from ..nets.stepping_detector import CENTERNET_CHAIN, CENTERNET_NECK, stepping_centernet
 from .cli import add_run_args, command_line, configure_torch, run_cli
 from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer
 from .stepping_tasks import Task, classification_task, detection_task
-from .train import load_checkpoint
+from ..nets.checkpoint import load_checkpoint, model_from_state
 
 __all__ = ["main", "load_classifier", "classifier_from_state"]
 
@@ -42,23 +42,9 @@ DEFAULT_TARGETS = {"lenet_3c1l": (0.10, 0.30, 0.50, 0.85), "lenet5": (0.15, 0.30
 DEFAULT_EXPANSION = {"lenet_3c1l": 1.8, "lenet5": 2.0, **{name: 1.5 for name in DETECTORS}}
 
 
-def _spec_from_dict(d: dict) -> SteppingSpec:
-    return SteppingSpec(d["name"], tuple(ConvSpec(**c) for c in d["convs"]), tuple(d["hidden"]),
-                          d["num_classes"], d["input_size"], d.get("head", "linear"))
-
-
-def _build(meta: dict) -> nn.Module:
-    spec = _spec_from_dict(meta["spec"])
-    if meta["kind"] == "slimmable":
-        return SlimmableClassifier(spec, tuple(meta["ratios"]))
-    return SteppingNet(spec, meta["num_subnets"])
-
-
 def classifier_from_state(state: dict) -> tuple[nn.Module, dict]:
     """The trained network and its metadata from a loaded ``stepping_run`` checkpoint."""
-    model = _build(state["meta"])
-    model.load_state_dict(state["model"])
-    return model.eval(), state["meta"]
+    return model_from_state(state)
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:

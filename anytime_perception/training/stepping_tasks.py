@@ -14,11 +14,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..data.road_signs import CLASSES
+from ..data.augment import AugmentConfig
 from ..nets.centernet import centernet_loss, heatmap_distillation
 from ..nets.stepping_detector import OUTPUT_STRIDE, split_heads
 from .classification import batches, evaluate, load_classification
-from .dataset import MEAN, STD, RoadSignDetection
+from .dataset import MEAN, STD, DetectionDataset
 from .stepping import Batches, Loss, distillation_loss
 
 __all__ = ["Task", "classification_task", "detection_task", "detection_loss"]
@@ -64,22 +64,24 @@ def _endless(loader: DataLoader) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
 
 
 @torch.no_grad()
-def _validation_loss(model: nn.Module, loader: DataLoader) -> list[float]:
+def _validation_loss(model: nn.Module, loader: DataLoader, num_classes: int) -> list[float]:
     model.eval()
     totals: list[float] = []
     for images, targets in loader:
-        losses = [float(detection_loss(o, targets, None, 1.0, len(CLASSES))) for o in model.forward_all(images)]
+        losses = [float(detection_loss(o, targets, None, 1.0, num_classes)) for o in model.forward_all(images)]
         totals = losses if not totals else [t + v for t, v in zip(totals, losses)]
     return [t / len(loader) for t in totals]
 
 
 def detection_task(root: str, batch_size: int, gamma: float, input_size: int = 320, seed: int = 0) -> Task:
-    train = RoadSignDetection(root, "train", input_size, OUTPUT_STRIDE, augment=True, seed=seed)
-    val = RoadSignDetection(root, "val", input_size, OUTPUT_STRIDE, augment=False)
+    # the SteppingNet recipe keeps the random flips it was measured with
+    train = DetectionDataset.from_path(root, "train", input_size, OUTPUT_STRIDE, AugmentConfig(flip=0.5), seed=seed)
+    val = DetectionDataset.from_path(root, "val", input_size, OUTPUT_STRIDE, None, classes=train.labels)
+    labels = train.labels
     loader = DataLoader(train, batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
     val_loader = DataLoader(val, 20)
     return Task("detection", _endless(loader), len(loader),
-                partial(detection_loss, gamma=gamma, num_classes=len(CLASSES)),
-                lambda model: {"val_loss": _validation_loss(model, val_loader)},
-                CLASSES, tuple(float(m) / 255 for m in MEAN), tuple(float(s) / 255 for s in STD))
+                partial(detection_loss, gamma=gamma, num_classes=len(labels)),
+                lambda model: {"val_loss": _validation_loss(model, val_loader, len(labels))},
+                labels, tuple(float(m) / 255 for m in MEAN), tuple(float(s) / 255 for s in STD))

@@ -3,7 +3,7 @@
 # without KD) and an any-width nesting of the same network trained by the same code (the fair
 # baseline), then mAP@0.5 of all of them and the shipped detector through the runtime
 # (docs/results/steppingnet.md, "Detector").
-#   scripts/stepping_detector.sh            (runs resume; THREADS=2 to use both cores)
+#   experiments/stepping_detector.sh            (runs resume; THREADS=2 to use both cores)
 # Training budget as the shipped detector's 70 epochs: 30 epochs of the original network,
 # construction 40 x 8 batches (about 9 epochs), 30 epochs of retraining.
 set -euo pipefail

@@ -15,15 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..calibration.cascade import (CascadeOutcome, CascadeRecords, apply_cascade, cascade_records, learn_cascade,
+from anytime_perception.calibration.cascade import (CascadeOutcome, CascadeRecords, apply_cascade, cascade_records, learn_cascade,
                                    myopic)
-from ..data.image_folder import ImageSet
-from ..nets.macs import counted_macs
-from ..training.appeal_run import appeal_from_state, little_from_state
-from ..training.classification import normalise
-from ..training.classifier_run import predict, resnet_from_state
-from ..training.train import load_checkpoint
-from .exit_analysis import Point
+from anytime_perception.data.image_folder import ImageSet
+from anytime_perception.nets.macs import counted_macs
+from anytime_perception.training.appeal_run import appeal_from_state, little_from_state
+from anytime_perception.training.classification import normalise
+from anytime_perception.training.classifier_run import predict, resnet_from_state
+from anytime_perception.nets.checkpoint import load_checkpoint
+from exit_analysis import Point
 
 __all__ = ["LOADERS", "Network", "load_network", "logits_of", "Setting", "learned_curve", "myopic_curve",
            "point_of", "operating", "records_on", "LAMBDAS", "NEVER"]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every run behind docs/results/big_little.md (CPU schedule), then the reports.
-#   scripts/appealnet_repro.sh [big|cifar10|gtsrb|report|all]   (default all; every run resumes)
+#   experiments/appealnet_repro.sh [big|cifar10|gtsrb|report|all]   (default all; every run resumes)
 # Big networks (CPU budget of a 2-core machine; docs/results/big_little.md says why):
-#   CIFAR-10: ResNet-20, the same run as the early-exit backbone (scripts/early_exits_repro.sh resnet20);
+#   CIFAR-10: ResNet-20, the same run as the early-exit backbone (experiments/early_exits_repro.sh resnet20);
 #             CIFAR_BIG=runs/exits/cifar10_resnet32/backbone/last.pt after `early_exits_repro.sh resnet32`;
 #   GTSRB:    ResNet-20 (no flips), trained by `big` below.
 # Per dataset and little network: the little network alone (also the MSP / Gap / Entropy baseline),
@@ -39,10 +39,10 @@ big() {
 cifar10() { for arch in $LITTLE_NETS; do pair cifar10 "$DATASETS/cifar10/cifar10_jpg.zip" "$CIFAR_BIG" "$arch"; done; }
 gtsrb() { for arch in $LITTLE_NETS; do pair gtsrb "$DATASETS/gtsrb/gtsrb32_jpg.zip" "$GTSRB_BIG" "$arch" --no-flip; done; }
 report() {
-  python -m anytime_perception.eval.appeal_report --runs "$RUNS" --out docs/results
+  python experiments/appeal_report.py --runs "$RUNS" --out docs/results
   # network selection: ShuffleNet -> MobileNet -> ResNet-20 (rising cost and accuracy), and
-  # MobileNet -> ResNet-20 -> ResNet-32 (scripts/early_exits_repro.sh trains both ResNets)
-  local cascade=(python -m anytime_perception.eval.cascade_report --data "$DATASETS/cifar10/cifar10_jpg.zip" --out docs/results)
+  # MobileNet -> ResNet-20 -> ResNet-32 (experiments/early_exits_repro.sh trains both ResNets)
+  local cascade=(python experiments/cascade_report.py --data "$DATASETS/cifar10/cifar10_jpg.zip" --out docs/results)
   "${cascade[@]}" --names shufflenet mobilenet resnet20 --networks "$RUNS/cifar10/shufflenet/little/last.pt" \
     "$RUNS/cifar10/mobilenet/little/last.pt" runs/exits/cifar10_resnet20/backbone/last.pt
   "${cascade[@]}" --dataset cifar10_r32 --names mobilenet resnet20 resnet32 --networks "$RUNS/cifar10/mobilenet/little/last.pt" \

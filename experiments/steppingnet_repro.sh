@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates every run behind docs/results/steppingnet.md (CPU schedule; see that page).
-#   scripts/steppingnet_repro.sh [lenet5|gtsrb|lenet_3c1l|variants|gtsrb_variants|all]   (default all; runs resume)
+#   experiments/steppingnet_repro.sh [lenet5|gtsrb|lenet_3c1l|variants|gtsrb_variants|all]   (default all; runs resume)
 # Runs one process at a time (THREADS torch threads each); the runs of a set after its original
 # network are independent and may also run in parallel.
-# then: python -m anytime_perception.eval.stepping_report --runs runs/steppingnet --out docs/results
+# then: python experiments/stepping_report.py --runs runs/steppingnet --out docs/results
 set -euo pipefail
 DATASETS=${DATASETS:-$(cd "$(dirname "$0")/../.." && pwd)/shared/datasets}
 RUNS=${RUNS:-runs/steppingnet}

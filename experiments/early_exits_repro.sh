@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every run behind docs/results/early_exits.md (CPU schedule; see that page).
-#   scripts/early_exits_repro.sh [resnet20|resnet32|report|all]   (default all)
+#   experiments/early_exits_repro.sh [resnet20|resnet32|report|all]   (default all)
 # Backbones resume (--resume); exit runs are short and retrain from scratch.
 set -euo pipefail
 DATASETS=${DATASETS:-$(cd "$(dirname "$0")/../.." && pwd)/shared/datasets}
@@ -39,7 +39,7 @@ resnet32() {  # ResEEnet32/5
 }
 
 report() {
-  python -m anytime_perception.eval.exits_report --runs "$RUNS" --data "$CIFAR" --out docs/results \
+  python experiments/exits_report.py --runs "$RUNS" --data "$CIFAR" --out docs/results \
     --default pteenet pteenet_linear
 }
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..calibration.calibrate import ExitRecords, policy_features, rule_matrix
-from ..calibration.policy import apply_policy, learn_policy
-from ..calibration.rules import apply_thresholds, sequential_thresholds, soft_oracle
-from ..data.image_folder import ImageSet
-from ..nets.early_exit import EarlyExitNet
-from ..training.early_exits import exit_outputs
+from anytime_perception.calibration.calibrate import ExitRecords, policy_features, rule_matrix
+from anytime_perception.calibration.policy import apply_policy, learn_policy
+from anytime_perception.calibration.rules import apply_thresholds, sequential_thresholds, soft_oracle
+from anytime_perception.data.image_folder import ImageSet
+from anytime_perception.nets.early_exit import EarlyExitNet
+from anytime_perception.training.early_exits import exit_outputs
 
 __all__ = ["Point", "records_of", "threshold_curve", "policy_curve", "oracle_point", "macs_at_accuracy",
            "DROPS", "LAMBDAS"]
