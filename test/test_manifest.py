@@ -81,3 +81,25 @@ def test_manifest_inputs_must_match_the_graph(tiny_model):
 def test_unknown_provider_is_refused(tiny_model):
     with pytest.raises(ValueError, match="not available"):
         AnytimeModel(tiny_model, providers=["NoSuchExecutionProvider"])
+
+
+@pytest.mark.parametrize("name", ["road_signs_anywidth", "cifar10_resnet20_pteenet", "cifar10_appealnet_mobilenet"])
+def test_the_dataclasses_write_back_exactly_what_they_read(name):
+    """One contract: the manifest the runtime reads is the one the export and calibration write."""
+    path = Path(__file__).resolve().parents[1] / "models" / name / "manifest.yaml"
+    assert load_manifest(path).to_dict() == yaml.safe_load(path.read_text())
+
+
+def test_an_invalid_manifest_is_not_saved_and_the_old_one_stays(tiny_model):
+    from dataclasses import replace
+
+    from anytime_perception.runtime.manifest import save_manifest
+
+    before = (tiny_model / "manifest.yaml").read_text()
+    manifest = load_manifest(tiny_model)
+    with pytest.raises(ManifestError, match="gate.rule"):
+        save_manifest(replace(manifest, gate_rule="entropy_of_nothing", gates={}))
+    assert (tiny_model / "manifest.yaml").read_text() == before
+    assert not (tiny_model / "manifest.yaml.tmp").exists()
+    save_manifest(replace(manifest, name="renamed"))
+    assert load_manifest(tiny_model).name == "renamed"

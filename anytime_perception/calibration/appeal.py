@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,12 +36,12 @@ from ..metrics.voc import mean_average_precision
 from ..runtime.appeal import BigModel, appealing_modes
 from ..runtime.decoder import decode
 from ..runtime.manifest import APPEAL_OUTPUT as APPEAL
-from ..runtime.manifest import Manifest, ManifestError, load_manifest
+from ..runtime.manifest import AppealSpec, Manifest, ManifestError, load_manifest, save_manifest
 from ..runtime.model import AnytimeModel
 from ..runtime.modes import ModeError, ModeTable, load_modes
 from ..runtime.preprocess import Preprocessor
 from ..runtime.types import Detection
-from .calibrate import print_summary, write_section
+from .calibrate import print_summary
 
 __all__ = ["AppealRecords", "appeal_stage", "collect_appeals", "classification_quality", "detection_quality", "appeal_threshold",
            "mode_appeal_thresholds", "write_appeal", "main"]
@@ -147,8 +147,9 @@ def appeal_stage(manifest: Manifest) -> int:
 def write_appeal(model_dir: str | Path, big_model: str, thresholds: dict[str, float]) -> Path:
     """Write the ``appeal`` section (the stage with q(x), the big model's name and the thresholds)
     into ``model_dir/manifest.yaml`` (checked by loading it)."""
-    return write_section(model_dir, "appeal", {"stage": appeal_stage(load_manifest(model_dir)), "confidence": APPEAL,
-                                               "big_model": big_model, "thresholds": thresholds})
+    manifest = load_manifest(model_dir)
+    spec = AppealSpec(appeal_stage(manifest), APPEAL, big_model, {m: float(t) for m, t in thresholds.items()})
+    return save_manifest(replace(manifest, appeal=spec))
 
 
 def _records(args: argparse.Namespace, little: AnytimeModel, big: BigModel) -> tuple[AppealRecords, int]:

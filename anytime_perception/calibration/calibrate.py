@@ -2,14 +2,13 @@
 model's manifest (the ``gate`` section the runtime reads)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..runtime.exit_rules import DERIVED_RULES, LinearPolicy, confidence_features, rule_scores
-from ..runtime.manifest import load_manifest
+from ..runtime.manifest import load_manifest, save_manifest
 from ..runtime.model import AnytimeModel
 from ..runtime.modes import ModeTable
 from ..runtime.preprocess import Preprocessor
@@ -17,7 +16,7 @@ from .policy import learn_policy
 from .rules import apply_thresholds, sequential_thresholds, thresholds_for_macs
 
 __all__ = ["ExitRecords", "collect", "available_rules", "rule_matrix", "policy_features", "mode_thresholds", "calibrate",
-           "cheapest_rule", "print_summary", "write_gate", "write_section"]
+           "cheapest_rule", "print_summary", "write_gate"]
 
 
 @dataclass(frozen=True)
@@ -142,19 +141,7 @@ def cheapest_rule(summary: list[dict], modes: ModeTable) -> str:
 
 def write_gate(model_dir: str | Path, rule: str, thresholds: dict[str, dict[str, list[float]]],
                policies: list[LinearPolicy]) -> Path:
-    """Write the ``gate`` section into ``model_dir/manifest.yaml`` and check the result loads."""
-    return write_section(model_dir, "gate", {"rule": rule, **({"policy": [p.to_dict() for p in policies]}
-                                                               if policies else {}), "thresholds": thresholds})
-
-
-def write_section(model_dir: str | Path, key: str, section: dict) -> Path:
-    """Replace one top-level section of ``model_dir/manifest.yaml`` (atomically) and check that the
-    result still loads; returns the manifest's path."""
-    path = Path(model_dir) / "manifest.yaml"
-    manifest = yaml.safe_load(path.read_text())
-    manifest[key] = section
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    tmp.replace(path)
-    load_manifest(path)
-    return path
+    """Write the gate (default rule, learned policies, thresholds per rule and mode) into
+    ``model_dir/manifest.yaml``; an invalid gate raises ``ManifestError`` and changes nothing."""
+    gates = {r: {m: tuple(float(t) for t in v) for m, v in modes.items()} for r, modes in thresholds.items()}
+    return save_manifest(replace(load_manifest(model_dir), gate_rule=rule, policies=tuple(policies), gates=gates))

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..nets.appeal import AppealNet
-from .stages import export_graph, graph_inputs, stage_entry, write_manifest
+from ..runtime.manifest import InputSpec
+from .stages import SOFTMAX, export_graph, graph_inputs, stage_entry, write_manifest
 
 __all__ = ["AppealOutputs", "export_single_stage"]
 
@@ -52,8 +53,7 @@ def export_single_stage(model: nn.Module, out_dir: str | Path, name: str, labels
     outputs = ["logits"] + (["q"] if confidence else [])
     with torch.no_grad():
         export_graph(model, (torch.zeros(1, 3, input_size, input_size),), file, ["image"], outputs)
-    entry = stage_entry(file, graph_inputs(file), [], {"logits": "logits"})
-    if confidence:
-        entry["confidence_outputs"] = {confidence: "q"}
-    return write_manifest(out, name, "classification", labels, input_size, mean, std, 0, {"type": "softmax"},
-                          [entry], file, ["logits"])
+    entry = stage_entry(file, graph_inputs(file), [], {"logits": "logits"}, {confidence: "q"} if confidence else {})
+    full = stage_entry(file, ["image"], [], {"logits": "logits"})
+    return write_manifest(out, name, "classification", labels, InputSpec(input_size, tuple(mean), tuple(std), 0),
+                          SOFTMAX, [entry], full)

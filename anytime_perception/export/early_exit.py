@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ..nets.early_exit import EarlyExitNet
-from .stages import StageGraph, export_graph, graph_inputs, stage_entry, write_manifest
+from ..runtime.manifest import InputSpec
+from .stages import SOFTMAX, StagePlan, export_full, export_stage_graphs, write_manifest
 
 __all__ = ["export_early_exit", "confidence_name"]
 
@@ -39,22 +40,13 @@ def export_early_exit(net: EarlyExitNet, out_dir: str | Path, name: str, labels:
     net = net.eval()
     image = torch.zeros(1, 3, input_size, input_size)
     rule = confidence_name(net)
-    stages, carry = [], {}
-    with torch.no_grad():
-        for k in range(net.num_exits):
-            last = k == net.num_exits - 1
-            carry_in = [] if k == 0 else [f"features.{k - 1}"]
-            carry_out = [] if last else [f"features.{k}"]
-            outputs = carry_out + [f"logits.{k}"] + ([] if last else [f"{rule}.{k}"])
-            file = out / f"stage{k}.onnx"
-            export_graph(StageGraph(net, _exit_step, k, carry_in, carry_out), (image, *(carry[n] for n in carry_in)),
-                         file, ["image", *carry_in], outputs)
-            entry = stage_entry(file, graph_inputs(file), carry_out, {"logits": f"logits.{k}"})
-            if not last:
-                entry["confidence_outputs"] = {rule: f"{rule}.{k}"}
-            stages.append(entry)
-            carry.update(_exit_step(net, image, carry, k)[0])
-        full = out / "full.onnx"
-        export_graph(net.backbone, (image,), full, ["image"], ["logits"])
-    return write_manifest(out, name, "classification", labels, input_size, mean, std, 0, {"type": "softmax"},
-                          stages, full, ["logits"])
+
+    def plan(k: int, available: list[str], new: list[str]) -> StagePlan:
+        last = k == net.num_exits - 1
+        return StagePlan([] if k == 0 else [f"features.{k - 1}"], new, [f"logits.{k}"] + ([] if last else [f"{rule}.{k}"]),
+                         {"logits": f"logits.{k}"}, {} if last else {rule: f"{rule}.{k}"})
+
+    stages = export_stage_graphs(net, _exit_step, net.num_exits, image, out, plan)
+    full = export_full(net.backbone, image, out, ["logits"])
+    return write_manifest(out, name, "classification", labels, InputSpec(input_size, tuple(mean), tuple(std), 0),
+                          SOFTMAX, stages, full)

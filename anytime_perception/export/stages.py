@@ -6,22 +6,23 @@ recomputed. A static single graph of the full model (``full.onnx``) is exported 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
-import yaml
 from torch import Tensor, nn
 
 from ..nets.contract import AnytimeDetector
 from ..runtime.manifest import APPEAL_OUTPUT as APPEAL
+from ..runtime.manifest import DecoderSpec, InputSpec, Manifest, StageSpec, save_manifest
+from ..runtime.model import AnytimeModel
 from .macs import count_macs
 
-__all__ = ["export_stages", "verify_stages", "export_graph", "StageGraph", "graph_inputs", "stage_entry", "centernet_decoder",
-           "write_manifest"]
+__all__ = ["export_stages", "verify_stages", "export_graph", "StageGraph", "StagePlan", "export_stage_graphs",
+           "export_full", "graph_inputs", "stage_entry", "centernet_decoder", "SOFTMAX", "write_manifest"]
 
 HEADS = ("heatmap", "size", "offset")
 OPSET = 17
@@ -91,35 +92,85 @@ def graph_inputs(path: Path) -> list[str]:
     return [i.name for i in graph.input if i.name not in initializers]
 
 
-def stage_entry(file: Path, inputs: list[str], carry_outputs: list[str], head_outputs: dict[str, str]) -> dict:
+def stage_entry(file: Path, inputs: list[str], carry_outputs: list[str], head_outputs: dict[str, str],
+                confidence_outputs: dict[str, str] | None = None) -> StageSpec:
     """The manifest entry of one exported graph; its MACs are counted from the graph itself."""
-    return {"name": file.stem, "file": file.name, "macs": count_macs(file), "inputs": inputs,
-            "carry_outputs": carry_outputs, "head_outputs": head_outputs}
+    return StageSpec(file.stem, file, count_macs(file), tuple(inputs), tuple(carry_outputs), dict(head_outputs),
+                     dict(confidence_outputs or {}))
 
 
-def centernet_decoder(stride: int) -> dict:
-    """The manifest's decoder section of a CenterNet detector with output stride ``stride``."""
-    return {"type": "centernet", "stride": stride, "max_detections": 50, "nms_kernel": 3}
+def centernet_decoder(stride: int) -> DecoderSpec:
+    """The decoder of a CenterNet detector with output stride ``stride``."""
+    return DecoderSpec("centernet", stride, max_detections=50, nms_kernel=3)
 
 
-def write_manifest(out: Path, name: str, task: str, labels: tuple[str, ...], size: int, mean: tuple[float, ...],
-                   std: tuple[float, ...], pad_value: int, decoder: dict, stages: list[dict], full: Path,
-                   full_heads: list[str]) -> Path:
-    """Write ``out/manifest.yaml`` for exported stages and the static full graph ``full``."""
-    manifest = {
-        "format_version": 1,
-        "name": name,
-        "task": task,
-        "labels": list(labels),
-        "input": {"size": size, "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-                  "pad_value": pad_value},
-        "decoder": decoder,
-        "stages": stages,
-        "full_model": stage_entry(full, ["image"], [], {h: h for h in full_heads}),
-    }
-    path = out / "manifest.yaml"
-    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return path
+SOFTMAX = DecoderSpec("softmax")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What stage ``k``'s graph reads and writes, as the manifest declares it.
+
+    Args:
+        carry_in: carry entries the graph reads besides the image.
+        carry_out: carry entries the runtime keeps for later stages.
+        outputs: names of the step's other outputs, in the order it returns them (a name may also
+            be in ``carry_out``: a cumulative output that the next stage adds to).
+        heads: decoder key -> graph output.
+        confidences: exit rule -> graph output.
+    """
+
+    carry_in: list[str]
+    carry_out: list[str]
+    outputs: list[str]
+    heads: dict[str, str]
+    confidences: dict[str, str] = field(default_factory=dict)
+
+
+# (k, names of the carry so far, names stage k adds) -> its plan
+Planner = Callable[[int, list[str], list[str]], StagePlan]
+
+
+def export_stage_graphs(model: nn.Module, step: StageStep, num_stages: int, image: Tensor, out: Path,
+                        plan: Planner) -> list[StageSpec]:
+    """The one export loop of every family: ``stage<k>.onnx`` for each stage, its manifest entry
+    with the MACs counted from the graph and the inputs the graph really reads.
+
+    Args:
+        model: the network, in eval mode.
+        step: runs stage ``k`` on the image and the carry so far (``StageStep``).
+        num_stages: how many stages.
+        image: an example input [1, 3, S, S].
+        out: the model directory.
+        plan: names the graph's inputs and outputs (``Planner``).
+    """
+    stages, carry = [], {}
+    with torch.no_grad():
+        for k in range(num_stages):
+            new, _ = step(model, image, carry, k)
+            p = plan(k, list(carry), list(new))
+            graph_carry = [n for n in p.carry_out if n not in p.outputs]  # the others leave as outputs
+            file = out / f"stage{k}.onnx"
+            export_graph(StageGraph(model, step, k, p.carry_in, graph_carry), (image, *(carry[n] for n in p.carry_in)),
+                         file, ["image", *p.carry_in], graph_carry + p.outputs)
+            stages.append(stage_entry(file, graph_inputs(file), p.carry_out, p.heads, p.confidences))
+            carry.update(new)
+    return stages
+
+
+def export_full(module: nn.Module, image: Tensor, out: Path, heads: list[str]) -> StageSpec:
+    """``full.onnx``: the static single graph (the benchmarks' baseline), outputs ``heads``."""
+    file = out / "full.onnx"
+    with torch.no_grad():
+        export_graph(module, (image,), file, ["image"], heads)
+    return stage_entry(file, ["image"], [], {h: h for h in heads})
+
+
+def write_manifest(out: Path, name: str, task: str, labels: tuple[str, ...], input_spec: InputSpec,
+                   decoder: DecoderSpec, stages: list[StageSpec], full: StageSpec | None) -> Path:
+    """Write ``out/manifest.yaml`` through the runtime's own dataclasses (checked by loading it)."""
+    return save_manifest(Manifest(name, task, tuple(labels), input_spec, decoder, tuple(stages), full_model=full,
+                                  root=Path(out)))
 
 
 def export_stages(model: AnytimeDetector, out_dir: str | Path, name: str, labels: tuple[str, ...],
@@ -136,28 +187,22 @@ def export_stages(model: AnytimeDetector, out_dir: str | Path, name: str, labels
         predictor = predictor.eval().requires_grad_(False)
     size = model.config.input_size
     image = torch.zeros(1, 3, size, size)
-    stages, carry = [], {}
-    with torch.no_grad():
-        for k in range(model.num_stages):
-            new, _ = model.forward_stage(image, carry, k)
-            last = k == model.num_stages - 1
-            carry_in, carry_out = list(carry), [] if last else list(new)
-            file = out / f"stage{k}.onnx"
-            appeals = predictor is not None and k == predictor.stage
-            export_graph(StageGraph(model, _detector_step(predictor), k, carry_in, carry_out), (image, *carry.values()),
-                         file, ["image", *carry_in], carry_out + list(HEADS) + ([APPEAL] if appeals else []))
-            stages.append(stage_entry(file, ["image", *carry_in], carry_out, {h: h for h in HEADS}))
-            if appeals:
-                stages[-1]["confidence_outputs"] = {APPEAL: APPEAL}
-            carry.update(new)
-        full = out / "full.onnx"
-        export_graph(_Full(model), (image,), full, ["image"], list(HEADS))
-    return write_manifest(out, name, "detection", labels, size, mean, std, pad_value,
-                          centernet_decoder(model.config.output_stride), stages, full, list(HEADS))
+
+    def plan(k: int, available: list[str], new: list[str]) -> StagePlan:
+        appeals = predictor is not None and k == predictor.stage
+        last = k == model.num_stages - 1
+        return StagePlan(available, [] if last else new, list(HEADS) + ([APPEAL] if appeals else []),
+                         {h: h for h in HEADS}, {APPEAL: APPEAL} if appeals else {})
+
+    stages = export_stage_graphs(model, _detector_step(predictor), model.num_stages, image, out, plan)
+    full = export_full(_Full(model), image, out, list(HEADS))
+    return write_manifest(out, name, "detection", labels, InputSpec(size, tuple(mean), tuple(std), pad_value),
+                          centernet_decoder(model.config.output_stride), stages, full)
 
 
 def verify_stages(expected: list[dict[str, Tensor]], out_dir: str | Path, image: Tensor) -> float:
-    """Largest absolute difference between the ONNX Runtime stage outputs and ``expected``.
+    """Largest absolute difference between the exported stages, run by the runtime as the node
+    runs them, and ``expected``.
 
     Args:
         expected: the torch model's outputs of every stage, in stage order: every head, and any
@@ -165,16 +210,9 @@ def verify_stages(expected: list[dict[str, Tensor]], out_dir: str | Path, image:
         out_dir: the exported model directory.
         image: the input both were computed on.
     """
-    manifest = yaml.safe_load((Path(out_dir) / "manifest.yaml").read_text())
-    carry: dict[str, np.ndarray] = {}
     worst = 0.0
-    for k, stage in enumerate(manifest["stages"]):
-        session = ort.InferenceSession(str(Path(out_dir) / stage["file"]), providers=["CPUExecutionProvider"])
-        feeds = {n: image.numpy() if n == "image" else carry[n] for n in stage["inputs"]}
-        checked = {**stage["head_outputs"],
-                   **{key: name for key, name in stage.get("confidence_outputs", {}).items() if key in expected[k]}}
-        names = list(dict.fromkeys(stage["carry_outputs"] + list(checked.values())))
-        values = dict(zip(names, session.run(names, feeds)))
-        carry.update({n: values[n] for n in stage["carry_outputs"]})
-        worst = max(worst, *(float(np.abs(values[name] - expected[k][key].numpy()).max()) for key, name in checked.items()))
+    for step, wanted in zip(AnytimeModel(out_dir).stages(image.numpy()), expected):
+        for key, value in wanted.items():
+            got = step.heads[key] if key in step.heads else step.confidences[key]
+            worst = max(worst, float(np.abs(np.asarray(got) - value.numpy()).max()))
     return worst

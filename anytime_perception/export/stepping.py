@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ..nets.stepping import SteppingNet
-from .stages import StageGraph, centernet_decoder, export_graph, graph_inputs, stage_entry, write_manifest
+from ..runtime.manifest import InputSpec
+from .stages import SOFTMAX, StagePlan, centernet_decoder, export_full, export_stage_graphs, write_manifest
 
 __all__ = ["export_stepping", "head_outputs"]
 
@@ -72,27 +73,21 @@ def export_stepping(model: SteppingNet, out_dir: str | Path, name: str, labels: 
     model = model.eval()
     size = model.spec.input_size
     image = torch.zeros(1, 3, size, size)
-    stages, carry = [], {}
-    with torch.no_grad():
-        for k in range(model.num_subnets):
-            carry_in = _needed(model, k, list(carry))
-            new, _ = model.forward_increment(image, {n: carry[n] for n in carry_in}, k)
-            logits = f"logits.{k}"
-            last = k == model.num_subnets - 1
-            carry_out = [] if last else _needed(model, k + 1, list(new))  # ends with the logits
-            kept = [n for n in carry_out if n != logits]
-            heads = {h: logits if h == "logits" else f"{h}.{k}" for h in _heads(model)}
-            file = out / f"stage{k}.onnx"
-            graph = StageGraph(model, _increment_step, k, carry_in, kept)
-            export_graph(graph, (image, *(carry[n] for n in carry_in)), file,
-                         ["image", *carry_in], kept + [logits] + [n for n in heads.values() if n != logits])
-            stages.append(stage_entry(file, graph_inputs(file), carry_out, heads))
-            carry.update(new)
-        full = out / "full.onnx"
-        export_graph(_Largest(model), (image,), full, ["image"], list(_heads(model)))
+    head_names = list(_heads(model))
+
+    def plan(k: int, available: list[str], new: list[str]) -> StagePlan:
+        logits = f"logits.{k}"
+        last = k == model.num_subnets - 1
+        heads = {h: logits if h == "logits" else f"{h}.{k}" for h in head_names}
+        # the cumulative logits are an output and (but for the last) carried to the next increment
+        return StagePlan(_needed(model, k, available), [] if last else _needed(model, k + 1, new),
+                         [logits] + [n for n in heads.values() if n != logits], heads)
+
+    stages = export_stage_graphs(model, _increment_step, model.num_subnets, image, out, plan)
+    full = export_full(_Largest(model), image, out, head_names)
     if model.spec.head == "conv":
         stride = size // round(model.final_hw ** 0.5)
-        return write_manifest(out, name, "detection", labels, size, mean, std, 114, centernet_decoder(stride),
-                              stages, full, list(_heads(model)))
-    return write_manifest(out, name, "classification", labels, size, mean, std, 0, {"type": "softmax"},
-                          stages, full, list(_heads(model)))
+        return write_manifest(out, name, "detection", labels, InputSpec(size, tuple(mean), tuple(std), 114),
+                              centernet_decoder(stride), stages, full)
+    return write_manifest(out, name, "classification", labels, InputSpec(size, tuple(mean), tuple(std), 0), SOFTMAX,
+                          stages, full)

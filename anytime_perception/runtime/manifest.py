@@ -4,6 +4,7 @@ Validated on load; a bad manifest is refused with a ``ManifestError`` naming the
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import yaml
 
 from .exit_rules import DERIVED_RULES, DETECTION_FEATURES, LinearPolicy
 
-__all__ = ["APPEAL_OUTPUT", "ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "AppealSpec", "Manifest", "load_manifest"]
+__all__ = ["APPEAL_OUTPUT", "ManifestError", "InputSpec", "DecoderSpec", "StageSpec", "AppealSpec", "Manifest", "load_manifest",
+           "save_manifest"]
 
 FORMAT_VERSION = 1
 IMAGE_INPUT = "image"
@@ -35,6 +37,10 @@ class InputSpec:
     std: tuple[float, float, float]
     pad_value: int = 114
 
+    def to_dict(self) -> dict:
+        return {"size": int(self.size), "mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
+                "pad_value": int(self.pad_value)}
+
 
 @dataclass(frozen=True)
 class DecoderSpec:
@@ -45,6 +51,12 @@ class DecoderSpec:
     stride: int = 1
     max_detections: int = 50
     nms_kernel: int = 3
+
+    def to_dict(self) -> dict:
+        if self.type != "centernet":
+            return {"type": self.type}
+        return {"type": self.type, "stride": int(self.stride), "max_detections": int(self.max_detections),
+                "nms_kernel": int(self.nms_kernel)}
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,15 @@ class StageSpec:
     head_outputs: dict[str, str]  # decoder key -> graph output name
     confidence_outputs: dict[str, str] = field(default_factory=dict)  # exit rule -> graph output name
 
+    def to_dict(self, root: Path) -> dict:
+        """The manifest entry; ``file`` relative to the model directory ``root``."""
+        entry = {"name": self.name, "file": os.path.relpath(self.file, root), "macs": int(self.macs),
+                 "inputs": list(self.inputs), "carry_outputs": list(self.carry_outputs),
+                 "head_outputs": dict(self.head_outputs)}
+        if self.confidence_outputs:
+            entry["confidence_outputs"] = dict(self.confidence_outputs)
+        return entry
+
 
 @dataclass(frozen=True)
 class AppealSpec:
@@ -70,6 +91,10 @@ class AppealSpec:
     confidence: str
     big_model: str  # the model an appeal server should answer with
     thresholds: dict[str, float]  # vehicle mode -> q threshold
+
+    def to_dict(self) -> dict:
+        return {"stage": int(self.stage), "confidence": self.confidence, "big_model": self.big_model,
+                "thresholds": {m: float(t) for m, t in self.thresholds.items()}}
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,22 @@ class Manifest:
     @property
     def total_macs(self) -> int:
         return sum(s.macs for s in self.stages)
+
+    def to_dict(self) -> dict:
+        """The YAML document :func:`load_manifest` reads back into this manifest."""
+        data = {"format_version": FORMAT_VERSION, "name": self.name, "task": self.task, "labels": list(self.labels),
+                "input": self.input.to_dict(), "decoder": self.decoder.to_dict(),
+                "stages": [s.to_dict(self.root) for s in self.stages]}
+        if self.full_model is not None:
+            data["full_model"] = self.full_model.to_dict(self.root)
+        if self.gate_rule is not None:
+            data["gate"] = {"rule": self.gate_rule, **({"policy": [p.to_dict() for p in self.policies]}
+                                                       if self.policies else {}),
+                            "thresholds": {r: {m: [float(t) for t in v] for m, v in modes.items()}
+                                           for r, modes in self.gates.items()}}
+        if self.appeal is not None:
+            data["appeal"] = self.appeal.to_dict()
+        return data
 
 
 def _get(data: dict, key: str, where: str, kind: type) -> Any:
@@ -254,6 +295,22 @@ def _parse(data: Any, root: Path) -> Manifest:
         appeal=_appeal(data.get("appeal"), stages),
         root=root,
     )
+
+
+def save_manifest(manifest: Manifest) -> Path:
+    """Write ``manifest`` to ``<manifest.root>/manifest.yaml`` and return the path. It replaces the
+    old file only once it loads back: an invalid manifest raises ``ManifestError`` and leaves the
+    old one as it was."""
+    path = manifest.root / "manifest.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(manifest.to_dict(), sort_keys=False))
+    try:
+        load_manifest(tmp)
+    except ManifestError:
+        tmp.unlink()
+        raise
+    tmp.replace(path)
+    return path
 
 
 def load_manifest(path: str | Path) -> Manifest:
