@@ -129,6 +129,9 @@ class DetectionSet:
             raise ValueError(f"val_fraction must be in (0, 1), not {val_fraction}")
         order = np.random.default_rng(seed).permutation(len(self.samples))
         n_val = int(round(len(self.samples) * val_fraction))
+        if not 0 < n_val < len(self.samples):
+            raise DataError(f"{self.source}: {len(self.samples)} usable images are too few to split off "
+                            f"{val_fraction:.0%} for validation; give a validation set (--val-data)")
         val, train = set(order[:n_val].tolist()), set(order[n_val:].tolist())
         pick = lambda chosen: [s for i, s in enumerate(self.samples) if i in chosen]  # noqa: E731
         return replace(self, samples=pick(train)), replace(self, samples=pick(val))

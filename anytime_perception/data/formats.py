@@ -64,7 +64,7 @@ def open_detection(path: str | Path, fmt: str = "auto", *, val_data: str | Path 
     own ``val`` split (YOLO), else a seeded split of ``path`` (``DetectionSet.split``).
     """
     fmt = detect_format(path) if fmt == "auto" else fmt
-    data = read_detection(path, fmt, "train", images, classes)
+    data = read_detection(path, fmt, "train", images, classes).finish(strict)
     if val_data is not None:
         train = data
         val = read_detection(val_data, val_format, "val", None, None)

@@ -61,14 +61,18 @@ def _detector_outputs(model: torch.nn.Module, predictor: torch.nn.Module | None,
     return outputs
 
 
+def _pixel_units(meta: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std of a classifier family's checkpoint (pixels scaled to 0..1, as its training
+    normalises) in the manifest's convention: pixel units, 0..255."""
+    return tuple(255 * m for m in meta["mean"]), tuple(255 * s for s in meta["std"])
+
+
 def _export_classifier(state: dict, checkpoint: str, out: str, name: str) -> float:
     model, meta = model_from_state(state)
     if not isinstance(model, SteppingNet):
         raise SystemExit(f"{checkpoint}: a {meta['kind']} network recomputes every subnet; only nested "
                          "(SteppingNet / any-width) networks export as increments")
-    # checkpoints keep mean/std of pixels scaled to 0..1; the runtime normalises 0..255 pixels
-    export_stepping(model, out, name, tuple(meta["classes"]), tuple(255 * m for m in meta["mean"]),
-                    tuple(255 * s for s in meta["std"]))
+    export_stepping(model, out, name, tuple(meta["classes"]), *_pixel_units(meta))
     image = torch.randn(1, 3, model.spec.input_size, model.spec.input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return verify_stages([head_outputs(model, o) for o in model.forward_all(image)], out, image)
@@ -77,8 +81,7 @@ def _export_classifier(state: dict, checkpoint: str, out: str, name: str) -> flo
 def _export_early_exit(state: dict, out: str, name: str) -> float:
     net, meta = model_from_state(state)
     size = meta["input_size"]
-    export_early_exit(net, out, name, tuple(meta["classes"]), tuple(255 * m for m in meta["mean"]),
-                      tuple(255 * s for s in meta["std"]), size)
+    export_early_exit(net, out, name, tuple(meta["classes"]), *_pixel_units(meta), size)
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return verify_stages([{"logits": logits} for logits, _ in net.forward_all(image)], out, image)
@@ -92,8 +95,7 @@ def _export_big_little(state: dict, out: str, name: str) -> float:
         model = AppealOutputs(model)
     size = meta.get("input_size", 32)  # classifier_run trains on the 32x32 image-folder sets
     confidence = APPEAL if kind == "appeal" else None
-    export_single_stage(model, out, name, tuple(meta["classes"]), tuple(255 * m for m in meta["mean"]),
-                        tuple(255 * s for s in meta["std"]), size, confidence)
+    export_single_stage(model, out, name, tuple(meta["classes"]), *_pixel_units(meta), size, confidence)
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         outputs = model.eval()(image)

@@ -5,15 +5,15 @@
 #      the validation split, classes sign = speedlimit + crosswalk + stop, light = trafficlight),
 #      fine-tuned from the shipped model vs trained from scratch, at equal epochs.
 # Then: python experiments/own_data/report.py --runs runs/own_data > docs/results/own_data_tables.md
-# Usage: experiments/own_data/run.sh [full|two_class|all]   (from the repository root, venv active)
+# Usage: [THREADS=N] experiments/own_data/run.sh [full|two_class|all]   (from the repository root, venv active)
 set -euo pipefail
 D="${ANYTIME_DATASETS:-../shared/datasets}/road_signs"
 R=runs/own_data
 RENAME=speedlimit=sign,crosswalk=sign,stop=sign,trafficlight=light
 
 full() {
-    anytime_train --data "$D" --out "$R/models/road_signs_noflip" --run-dir "$R/road_signs_noflip" --threads 2
-    anytime_train --data "$D" --out "$R/models/road_signs_flip" --run-dir "$R/road_signs_flip" --flip 0.5 --threads 2
+    anytime_train --data "$D" --out "$R/models/road_signs_noflip" --run-dir "$R/road_signs_noflip" --threads "${THREADS:-2}"
+    anytime_train --data "$D" --out "$R/models/road_signs_flip" --run-dir "$R/road_signs_flip" --flip 0.5 --threads "${THREADS:-2}"
 }
 
 two_class() {
@@ -22,7 +22,7 @@ two_class() {
     python -m anytime_perception.data.convert --data "$D" --split val --limit 30 --rename "$RENAME" \
         --to coco --out "$R/sets/two_class_val/instances.json"
     local common=(--data "$R/sets/two_class_train/instances.json" --val-data "$R/sets/two_class_val/instances.json"
-                  --epochs 30 --val-every 3 --threads 2)
+                  --epochs 30 --val-every 3 --threads "${THREADS:-2}")
     anytime_train "${common[@]}" --out "$R/models/two_class_scratch" --run-dir "$R/two_class_scratch"
     anytime_train "${common[@]}" --out "$R/models/two_class_finetuned" --run-dir "$R/two_class_finetuned" \
         --init models/road_signs_anywidth
