@@ -2,6 +2,7 @@
 
     ros2 launch anytime_perception node.launch.py
     ros2 launch anytime_perception node.launch.py vehicle_mode:=power_saving image:=/front/image_raw
+    ros2 launch anytime_perception node.launch.py namespace:=cam_front   # /cam_front/camera/image_raw -> /cam_front/perception/*
     ros2 launch anytime_perception node.launch.py model:=cifar10_appealnet_mobilenet
 
 Camera drivers exchanging large images with this node must use the same Fast DDS transport
@@ -22,7 +23,10 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         DeclareLaunchArgument("vehicle_mode", default_value="normal", description="initial vehicle mode"),
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "params.yaml")),
-        DeclareLaunchArgument("image", default_value="/camera/image_raw", description="camera topic"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics "
+                              "(one per camera)"),
+        DeclareLaunchArgument("image", default_value="camera/image_raw",
+                              description="camera topic (relative: inside the namespace)"),
         DeclareLaunchArgument("model", default_value="road_signs_anywidth",
                               description="a model directory or a model name under the package's models/"),
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
@@ -31,10 +35,11 @@ def generate_launch_description() -> LaunchDescription:
             package="anytime_perception",
             executable="anytime_node",
             name="anytime_perception",
+            namespace=LaunchConfiguration("namespace"),
             output="screen",
             parameters=[LaunchConfiguration("params_file"),
                         {"vehicle_mode": LaunchConfiguration("vehicle_mode"),
                          "model": LaunchConfiguration("model")}],
-            remappings=[("/camera/image_raw", LaunchConfiguration("image"))],
+            remappings=[("camera/image_raw", LaunchConfiguration("image"))],
         ),
     ])

@@ -23,7 +23,7 @@ from std_msgs.msg import Header
 from diagnostic_msgs.msg import DiagnosticArray
 
 from anytime_perception.msg import DetectionArray
-from anytime_perception.ros.conversions import rgb_to_image, status_values
+from anytime_perception.ros.conversions import rgb_to_image, status_name, status_values
 
 NODE = "/anytime_perception"
 
@@ -50,11 +50,12 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> str:
 
 @contextmanager
 def node_and_probe(domain: int, first_frame: np.ndarray, *ros_args: str,
-                   env: dict[str, str] | None = None) -> Iterator["RosProbe"]:
+                   env: dict[str, str] | None = None, node_fqn: str = NODE) -> Iterator["RosProbe"]:
     """The node in its own process and a probe that has seen it answer ``first_frame``; on exit
-    the node is stopped and must have ended cleanly (exit code 0, no traceback)."""
+    the node is stopped and must have ended cleanly (exit code 0, no traceback). ``node_fqn``:
+    where the node is (a namespaced or renamed node), its topics in that namespace."""
     node = start_node(domain, *ros_args, env=env)
-    peer = RosProbe(domain)
+    peer = RosProbe(domain, node_fqn)
     try:
         peer.wait_for_node(first_frame)
         yield peer
@@ -69,20 +70,22 @@ def node_and_probe(domain: int, first_frame: np.ndarray, *ros_args: str,
 class RosProbe:
     """Camera publisher + result recorder on its own context and executor thread."""
 
-    def __init__(self, domain: int) -> None:
+    def __init__(self, domain: int, node_fqn: str = NODE) -> None:
         os.environ["ROS_DOMAIN_ID"] = str(domain)
+        self.node_fqn = node_fqn
+        namespace = node_fqn.rsplit("/", 1)[0]  # "" in the root namespace
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = Node("test_probe", context=self.context)
-        self.camera = self.node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
+        self.camera = self.node.create_publisher(Image, f"{namespace}/camera/image_raw", qos_profile_sensor_data)
         self.lock = threading.Lock()
         self.received: dict[str, list[tuple[float, DetectionArray]]] = defaultdict(list)
         for topic in ("preliminary", "refined"):
-            self.node.create_subscription(DetectionArray, f"/perception/{topic}",
+            self.node.create_subscription(DetectionArray, f"{namespace}/perception/{topic}",
                                           lambda msg, t=topic: self._record(t, msg), 50)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: self._record("diagnostics", msg), 10)
-        self.set_client = self.node.create_client(SetParameters, f"{NODE}/set_parameters")
-        self.get_client = self.node.create_client(GetParameters, f"{NODE}/get_parameters")
+        self.set_client = self.node.create_client(SetParameters, f"{node_fqn}/set_parameters")
+        self.get_client = self.node.create_client(GetParameters, f"{node_fqn}/get_parameters")
         self.node_output = ""
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -95,7 +98,8 @@ class RosProbe:
 
     def diagnostics(self) -> dict[str, str]:
         """Key/values of the node's latest pipeline status ({} before the first)."""
-        statuses = (status_values(msg) for _, msg in reversed(self.messages("diagnostics")))
+        name = status_name(self.node_fqn, "pipeline")
+        statuses = (status_values(msg, name) for _, msg in reversed(self.messages("diagnostics")))
         return next((values for values in statuses if values is not None), {})
 
     def messages(self, topic: str) -> list[tuple[float, DetectionArray]]:

@@ -19,7 +19,7 @@ from anytime_perception.srv import Appeal
 
 from ..runtime import AnytimeModel
 from ..runtime.appeal import BigModel
-from .conversions import SERVER_STATUS, ImageError, compressed_to_rgb, detections_to_msgs
+from .conversions import ImageError, compressed_to_rgb, detections_to_msgs, status_name
 from .lifecycle import run_node
 from .share import resolve_share_path
 
@@ -93,7 +93,8 @@ class BigModelNode(Node):
         values = {"answered": str(self.answered), "refused": str(self.refused)}
         if self.server_ms:
             values.update({f"server_p{q}_ms": f"{np.percentile(self.server_ms, q):.3f}" for q in (50, 99)})
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=SERVER_STATUS,
+        status = DiagnosticStatus(level=DiagnosticStatus.OK,
+                                  name=status_name(self.get_fully_qualified_name(), "appeal server"),
                                   hardware_id=self.big.model.manifest.name,
                                   message=f"{self.answered} appeals answered, {self.refused} refused",
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])

@@ -14,11 +14,19 @@ from ..runtime.types import Detection, StageResult
 
 __all__ = ["ImageError", "SUPPORTED_ENCODINGS", "COMPRESSED_FORMATS", "image_to_rgb", "rgb_to_image",
            "rgb_to_compressed", "compressed_to_rgb", "detections_to_msgs", "msgs_to_detections", "result_to_msg",
-           "PIPELINE_STATUS", "SERVER_STATUS", "status_values"]
+           "PIPELINE_STATUS", "SERVER_STATUS", "status_name", "status_values"]
 
 COMPRESSED_FORMATS = ("jpeg", "png")
-PIPELINE_STATUS = "anytime_perception: pipeline"  # anytime_node's status on /diagnostics
-SERVER_STATUS = "anytime_perception: appeal server"  # big_model_node's status on /diagnostics
+
+
+def status_name(node_fqn: str, task: str) -> str:
+    """A /diagnostics status name: the publishing node's fully qualified name (unique per
+    namespace and node name, so instances never collide) and what the status is about."""
+    return f"{node_fqn}: {task}"
+
+
+PIPELINE_STATUS = status_name("/anytime_perception", "pipeline")  # anytime_node's, in the root namespace
+SERVER_STATUS = status_name("/big_model", "appeal server")  # big_model_node's, in the root namespace
 
 # encoding -> (channels, index order that yields RGB)
 SUPPORTED_ENCODINGS = {

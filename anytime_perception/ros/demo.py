@@ -46,9 +46,9 @@ class TimelineView(Node):
         self.out_dir = out_dir
         self.stages: dict[tuple[int, int], list[DetectionArray]] = defaultdict(list)
         self.finals: list[DetectionArray] = []
-        self.create_subscription(DetectionArray, "/perception/preliminary", self.preliminary_callback, 10)
-        self.create_subscription(DetectionArray, "/perception/refined", self.refined_callback, 10)
-        self.create_subscription(Image, "/perception/debug_image", self.debug_image_callback, qos_profile_sensor_data)
+        self.create_subscription(DetectionArray, "perception/preliminary", self.preliminary_callback, 10)
+        self.create_subscription(DetectionArray, "perception/refined", self.refined_callback, 10)
+        self.create_subscription(Image, "perception/debug_image", self.debug_image_callback, qos_profile_sensor_data)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics_callback, 10)
         self.diagnostics: dict[str, str] = {}
         self.mode_client = self.create_client(SetParameters, "/anytime_perception/set_parameters")

@@ -1,7 +1,11 @@
 """The anytime perception node: camera images in, preliminary and refined detections out.
 
-Subscribes ``/camera/image_raw`` (remappable); publishes stage 0 on ``/perception/preliminary``
-at once and every later stage on ``/perception/refined`` (exactly one ``is_final`` per frame).
+Subscribes ``camera/image_raw`` (remappable); publishes stage 0 on ``perception/preliminary``
+at once and every later stage on ``perception/refined`` (exactly one ``is_final`` per frame).
+Topic names are relative: in the root namespace they are ``/camera/image_raw``, ``/perception/*``;
+a node started in namespace ``/cam_front`` uses ``/cam_front/camera/image_raw`` and so on, so
+several cameras run side by side without cross-talk. ``/diagnostics`` stays global, with status
+names that carry the node's fully qualified name.
 Stage 0 runs in the image callback, so a preliminary answer never waits for refinement; started
 frames go through a keep-last-1 mailbox to a refinement thread, where a newer frame preempts an
 older one at its next stage boundary.
@@ -29,7 +33,7 @@ from ..runtime.appeal import Appealer, BigModel, LocalAppealClient
 from ..runtime.mailbox import LatestSlot
 from ..runtime.stats import PipelineStats
 from .appeal_client import RosAppealClient
-from .conversions import COMPRESSED_FORMATS, PIPELINE_STATUS, ImageError, image_to_rgb, result_to_msg, rgb_to_image
+from .conversions import COMPRESSED_FORMATS, ImageError, image_to_rgb, result_to_msg, rgb_to_image, status_name
 from .lifecycle import run_node
 from .share import resolve_share_path
 
@@ -96,11 +100,12 @@ class AnytimePerceptionNode(Node):
         qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
                          durability=qos_profile_sensor_data.durability,
                          reliability=self._reliability(param("image_reliability").value))
-        self.preliminary_pub = self.create_publisher(DetectionArray, "/perception/preliminary", 10)
-        self.refined_pub = self.create_publisher(DetectionArray, "/perception/refined", 10)
-        self.debug_pub = self.create_publisher(Image, "/perception/debug_image", qos_profile_sensor_data)
+        self.preliminary_pub = self.create_publisher(DetectionArray, "perception/preliminary", 10)
+        self.refined_pub = self.create_publisher(DetectionArray, "perception/refined", 10)
+        self.debug_pub = self.create_publisher(Image, "perception/debug_image", qos_profile_sensor_data)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.subscription = self.create_subscription(Image, "/camera/image_raw", self.image_callback, qos)
+        self.status_name = status_name(self.get_fully_qualified_name(), "pipeline")
+        self.subscription = self.create_subscription(Image, "camera/image_raw", self.image_callback, qos)
         self.diagnostics_timer = self.create_timer(param("diagnostics_period_s").value, self.diagnostics_callback)
 
         self.stats = PipelineStats()
@@ -252,7 +257,7 @@ class AnytimePerceptionNode(Node):
         miss = float(summary.get("deadline_miss_rate", 0.0))
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK if miss <= 0.05 else DiagnosticStatus.WARN,
-            name=PIPELINE_STATUS, hardware_id=self.engine.model.manifest.name,
+            name=self.status_name, hardware_id=self.engine.model.manifest.name,
             message=f"deadline misses {miss:.1%}, mode {self.engine.mode.name}",
             values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in summary.items()])
         self.diagnostics_pub.publish(DiagnosticArray(header=self._stamp(), status=[status]))

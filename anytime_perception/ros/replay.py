@@ -54,14 +54,15 @@ def frame_source(source: str | Path, size: tuple[int, int] | None) -> Iterator[n
 
 
 class ReplayNode(Node):
-    """Publishes ``frames`` on ``/camera/image_raw`` at ``rate`` Hz, then stops (``done`` is set)."""
+    """Publishes ``frames`` on ``camera/image_raw`` (relative: remap or namespace it) at ``rate`` Hz,
+    then stops (``done`` is set)."""
 
     def __init__(self, frames: Iterator[np.ndarray], rate: float, limit: int = 0,
                  reliable: bool = False, frame_id: str = "camera") -> None:
         super().__init__("anytime_replay")
         qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
                          reliability=QoSReliabilityPolicy.RELIABLE if reliable else QoSReliabilityPolicy.BEST_EFFORT)
-        self.publisher = self.create_publisher(Image, "/camera/image_raw", qos)
+        self.publisher = self.create_publisher(Image, "camera/image_raw", qos)
         self.frames, self.limit, self.frame_id = frames, limit, frame_id
         self.published = 0
         self.done = False
