@@ -23,7 +23,7 @@ DEMO_ARGS ?= --source $(ROAD_SIGNS) --frames 40 --rate 10 --out demo_out
 setup: $(STAMP)
 
 # Re-run the setup only when its inputs change (setup_env.sh has its own finer stamps too).
-$(STAMP): scripts/setup_env.sh scripts/env.sh $(wildcard requirements/*.txt)
+$(STAMP): scripts/setup_env.sh scripts/env.sh $(wildcard requirements/*.txt) $(wildcard ../shared/ros2/README.md)
 	scripts/setup_env.sh all
 	touch $@
 

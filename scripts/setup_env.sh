@@ -44,6 +44,49 @@ patch_cmake_files() {
     fi
 }
 
+# ROS 2 tools that PyPI lacks (launch, launch_ros, the ros2 CLI, launch_testing, rosidl_runtime_py)
+# and two interface packages (composition_interfaces, vision_msgs), from the source snapshots in
+# ../shared/ros2 (see its README): Python packages with pip, interface packages with the same
+# plain CMake build as this package's messages. On a real ROS 2 install they come from the distro;
+# without the folder this step says what it skips and the rest of the setup goes on.
+SHARED_ROS2="${ANYTIME_SHARED_ROS2:-$ROOT/../shared/ros2}"
+ROS2_PYTHON_PACKAGES=(rosidl_runtime_py launch/launch launch/launch_xml launch/launch_yaml launch/launch_testing
+    launch/launch_pytest launch_ros/launch_ros launch_ros/ros2launch launch_ros/launch_testing_ros
+    ros2cli/ros2cli ros2cli/ros2pkg ros2cli/ros2run ros2cli/ros2node ros2cli/ros2param ros2cli/ros2topic
+    ros2cli/ros2service ros2cli/ros2interface ros2cli/ros2lifecycle ros2cli/ros2action ros2cli/ros2component)
+ROS2_INTERFACE_PACKAGES=(rcl_interfaces/composition_interfaces vision_msgs/vision_msgs)
+
+install_shared_ros2() {
+    if [ ! -d "$SHARED_ROS2" ]; then
+        log "no $SHARED_ROS2: skipping ros2 launch/CLI, launch_testing and vision_msgs (a ROS 2 install provides them)"
+        return 0
+    fi
+    local stamp="$V/.shared_ros2.sha256" hash p
+    hash="$( (echo "${ROS2_PYTHON_PACKAGES[*]} ${ROS2_INTERFACE_PACKAGES[*]}"; \
+              find "$SHARED_ROS2" -name package.xml -o -name setup.py -o -name CMakeLists.txt | sort | xargs cat) \
+            | sha256sum | cut -d' ' -f1)"
+    [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ] && return 0
+    log "installing ROS 2 tools from $SHARED_ROS2 (log: $BUILD/shared_ros2.log)"
+    mkdir -p "$BUILD"
+    local args=()
+    for p in "${ROS2_PYTHON_PACKAGES[@]}"; do args+=("$SHARED_ROS2/$p"); done
+    # pip builds outside the (possibly read-only) source folders
+    _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$V/bin/python" -m pip install -q --no-deps --no-build-isolation "${args[@]}" \
+        >"$BUILD/shared_ros2.log" 2>&1 || { cat "$BUILD/shared_ros2.log"; exit 1; }
+    # shellcheck source=env.sh
+    ANYTIME_VENV="$V" . "$ROOT/scripts/env.sh"
+    for p in "${ROS2_INTERFACE_PACKAGES[@]}"; do
+        local b="$BUILD/shared_ros2/$(basename "$p")"
+        mkdir -p "$b"
+        { cmake -S "$SHARED_ROS2/$p" -B "$b" -DCMAKE_INSTALL_PREFIX="$V" -DPython3_EXECUTABLE="$V/bin/python" \
+              -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DCMAKE_INSTALL_MESSAGE=LAZY \
+          && cmake --build "$b" -j "$(nproc)" && cmake --install "$b"; } >>"$BUILD/shared_ros2.log" 2>&1 \
+            || { tail -50 "$BUILD/shared_ros2.log"; exit 1; }
+    done
+    echo "$hash" > "$stamp"
+    log "ROS 2 tools installed: ros2 launch/param/topic/lifecycle, launch_testing, vision_msgs"
+}
+
 # Make `. .venv/bin/activate` set up the whole runtime environment (scripts/env.sh).
 hook_activate() {
     local marker="# anytime_perception environment (added by scripts/setup_env.sh)"
@@ -89,8 +132,8 @@ install_package() {
 }
 
 case "${1:-all}" in
-    env) setup_venv; patch_cmake_files; hook_activate ;;
+    env) setup_venv; patch_cmake_files; hook_activate; install_shared_ros2 ;;
     install) install_package ;;
-    all) setup_venv; patch_cmake_files; hook_activate; install_package ;;
+    all) setup_venv; patch_cmake_files; hook_activate; install_shared_ros2; install_package ;;
     *) echo "usage: $0 [all|env|install]" >&2; exit 2 ;;
 esac

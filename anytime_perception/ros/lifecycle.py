@@ -1,6 +1,7 @@
 """How the package's executables run a node: start-up errors as one clear line, spin, clean exit."""
 from __future__ import annotations
 
+import signal
 from typing import Callable
 
 import rclpy
@@ -33,6 +34,9 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
             raise
         # a signal shut the context down while a callback was publishing: a normal exit
     finally:
+        # Ctrl-C under `ros2 launch` reaches the node twice (the terminal signals the whole process
+        # group, and launch forwards it): the second one must not interrupt the bounded clean-up.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -1,0 +1,100 @@
+"""The commands users run, for real: `ros2 launch anytime_perception node.launch.py`,
+`ros2 param set /anytime_perception vehicle_mode power_saving` and `ros2 topic echo
+/perception/refined`, against the launched node fed with real camera-size frames over DDS.
+
+They need the ROS 2 tools that `make setup` builds from ../shared/ros2 (or a ROS 2 install);
+where `ros2` is missing the module is skipped with the reason.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import cv2
+import pytest
+
+from anytime_perception.data import load_split, read_rgb
+
+from ros_probe import RosProbe
+
+pytestmark = pytest.mark.skipif(shutil.which("ros2") is None, reason="no ros2 command (make setup installs it "
+                                                                       "from ../shared/ros2)")
+DOMAIN = 20 + (os.getpid() + 19) % 70
+# no ros2 daemon is left behind; without it the CLI discovers the node itself for up to this long
+NO_DAEMON = ("--no-daemon", "--spin-time", "5")
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN)}
+
+
+def _ros2(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["ros2", *args], capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+@pytest.fixture(scope="module")
+def frames(road_signs_root):
+    return [cv2.resize(read_rgb(s.image_path), (640, 480)) for s in load_split(road_signs_root, "val")[:6]]
+
+
+@pytest.fixture(scope="module")
+def launched(frames):
+    """`ros2 launch anytime_perception node.launch.py` in its own process group, and a probe that
+    has seen the launched node answer a frame."""
+    launch = subprocess.Popen(["ros2", "launch", "anytime_perception", "node.launch.py", "vehicle_mode:=performance"],
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    probe = RosProbe(DOMAIN)
+    try:
+        probe.wait_for_node(frames[0], timeout=60)
+        yield probe
+    finally:
+        probe.close()
+        os.killpg(launch.pid, signal.SIGINT)  # what Ctrl-C does: launch shuts its nodes down
+        try:
+            output = launch.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(launch.pid, signal.SIGKILL)
+            output = launch.communicate()[0]
+        print(output)
+        assert "Traceback" not in output, output
+
+
+def test_ros2_launch_starts_the_node_with_the_launch_arguments(launched):
+    assert launched.get_parameter("vehicle_mode") == "performance"
+    assert launched.finals(), "the launched node answered no frame"
+    nodes = _ros2("node", "list", *NO_DAEMON).stdout.split()
+    assert "/anytime_perception" in nodes
+
+
+def test_ros2_param_set_switches_the_mode_and_rejects_unknown_ones(launched, frames):
+    done = _ros2("param", "set", *NO_DAEMON, "/anytime_perception", "vehicle_mode", "power_saving")
+    assert done.returncode == 0 and "Set parameter successful" in done.stdout, done.stdout + done.stderr
+    assert launched.get_parameter("vehicle_mode") == "power_saving"
+    launched.send_in_turn(frames[1:3], 500)
+    assert launched.finals()[501].mode == "power_saving"
+    done = _ros2("param", "set", *NO_DAEMON, "/anytime_perception", "vehicle_mode", "warp_speed")
+    assert "unknown vehicle mode 'warp_speed'" in done.stdout + done.stderr
+    assert launched.get_parameter("vehicle_mode") == "power_saving"
+    assert _ros2("param", "get", *NO_DAEMON, "/anytime_perception", "vehicle_mode").stdout.strip().endswith(
+        "power_saving")
+
+
+def test_ros2_topic_echo_prints_the_refined_detections(launched, frames):
+    echo = subprocess.Popen(["ros2", "topic", "echo", "--no-daemon", "--once", "/perception/refined"], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    stamp = 600
+    while echo.poll() is None and time.monotonic() < deadline:  # until the echo has matched and printed one
+        launched.send_in_turn([frames[stamp % len(frames)]], stamp)
+        stamp += 1
+        time.sleep(0.2)
+    if echo.poll() is None:
+        echo.kill()
+    output = echo.communicate()[0]
+    assert echo.returncode == 0, output
+    for field in ("header:", "stage:", "is_final:", "mode:", "detections:"):
+        assert field in output, output
