@@ -23,6 +23,7 @@ from std_msgs.msg import Header
 from diagnostic_msgs.msg import DiagnosticArray
 
 from anytime_perception.msg import DetectionArray
+from anytime_perception.ros.vision import Detection2DArray
 from anytime_perception.ros.conversions import rgb_to_image, status_name, status_values
 
 NODE = "/anytime_perception"
@@ -84,6 +85,9 @@ class RosProbe:
             self.node.create_subscription(DetectionArray, f"{namespace}/perception/{topic}",
                                           lambda msg, t=topic: self._record(t, msg), 50)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: self._record("diagnostics", msg), 10)
+        if Detection2DArray is not None:  # the standard output, where vision_msgs is installed
+            self.node.create_subscription(Detection2DArray, f"{namespace}/perception/detections",
+                                          lambda msg: self._record("detections", msg), 50)
         self.set_client = self.node.create_client(SetParameters, f"{node_fqn}/set_parameters")
         self.get_client = self.node.create_client(GetParameters, f"{node_fqn}/get_parameters")
         self.node_output = ""

@@ -9,6 +9,7 @@ import pytest
 from sensor_msgs.msg import Image
 
 from anytime_perception.data import load_split, read_rgb
+from anytime_perception.ros.vision import AVAILABLE as VISION_MSGS
 from anytime_perception.runtime import load_manifest, load_modes
 
 from conftest import MODES_FILE, SHIPPED_MODEL
@@ -149,3 +150,21 @@ def test_burst_of_frames_each_answered_once_newer_frames_preempt_older(frames):
     reasons = {m.stop_reason for m in finals}
     assert "preempted" in reasons, reasons  # the burst outruns refinement
     assert reasons <= {"preempted", "complete", "deadline", "load", "confident"}
+
+
+@pytest.mark.skipif(not VISION_MSGS, reason="vision_msgs is not installed (make setup builds it from ../shared/ros2)")
+def test_each_frame_final_result_is_one_standard_detection2d_array(probe, frames):
+    stamps = probe.send_in_turn(frames[6:10], 3000)
+    assert probe.wait_until(lambda: {m.header.stamp.sec for _, m in probe.messages("detections")} >= set(stamps), 5.0)
+    finals = probe.finals()
+    for stamp in stamps:
+        ours = [m for _, m in probe.messages("detections") if m.header.stamp.sec == stamp]
+        assert len(ours) == 1, f"frame {stamp}: {len(ours)} Detection2DArray messages"
+        standard, final = ours[0], finals[stamp]
+        assert standard.header == final.header and len(standard.detections) == len(final.detections)
+        for d2, d in zip(standard.detections, final.detections):
+            assert d2.results[0].hypothesis.class_id == d.label and d.label in load_manifest(SHIPPED_MODEL).labels
+            assert d2.results[0].hypothesis.score == pytest.approx(d.score, abs=1e-6)
+            assert (d2.bbox.center.position.x, d2.bbox.center.position.y, d2.bbox.size_x, d2.bbox.size_y) == \
+                pytest.approx((d.center_x, d.center_y, d.width, d.height), abs=1e-3)
+    assert any(m.detections for _, m in probe.messages("detections")), "no frame had a detection to compare"

@@ -2,7 +2,8 @@
 
 Subscribes ``camera/image_raw`` (remappable); publishes stage 0 on ``perception/preliminary``
 at once and every later stage on ``perception/refined`` (exactly one ``is_final`` per frame).
-Topic names are relative: in the root namespace they are ``/camera/image_raw``, ``/perception/*``;
+The final result of every frame also goes out as ``vision_msgs/Detection2DArray`` on
+``perception/detections``. Topic names are relative: in the root namespace they are ``/camera/image_raw``, ``/perception/*``;
 a node started in namespace ``/cam_front`` uses ``/cam_front/camera/image_raw`` and so on, so
 several cameras run side by side without cross-talk. ``/diagnostics`` stays global, with status
 names that carry the node's fully qualified name.
@@ -36,6 +37,7 @@ from .appeal_client import RosAppealClient
 from .conversions import COMPRESSED_FORMATS, ImageError, image_to_rgb, result_to_msg, rgb_to_image, status_name
 from .lifecycle import run_node
 from .share import resolve_share_path
+from .vision import AVAILABLE as VISION_MSGS, Detection2DArray, to_detection2d_array
 
 __all__ = ["AnytimePerceptionNode", "main"]
 
@@ -104,6 +106,12 @@ class AnytimePerceptionNode(Node):
         self.refined_pub = self.create_publisher(DetectionArray, "perception/refined", 10)
         self.debug_pub = self.create_publisher(Image, "perception/debug_image", qos_profile_sensor_data)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # the standard output: each frame's final result as vision_msgs/Detection2DArray
+        self.detections_pub = (self.create_publisher(Detection2DArray, "perception/detections", 10)
+                               if VISION_MSGS else None)
+        if not VISION_MSGS:
+            self.get_logger().warning("vision_msgs is not installed: perception/detections (Detection2DArray) "
+                                      "is not published; the anytime topics are")
         self.status_name = status_name(self.get_fully_qualified_name(), "pipeline")
         self.subscription = self.create_subscription(Image, "camera/image_raw", self.image_callback, qos)
         self.diagnostics_timer = self.create_timer(param("diagnostics_period_s").value, self.diagnostics_callback)
@@ -244,6 +252,8 @@ class AnytimePerceptionNode(Node):
                 self.stats.add_overhead((time.perf_counter() - received_at) * 1000.0 - result.stage_ms)
             if result.stage > 0 or result.is_final:
                 self.refined_pub.publish(out)
+            if result.is_final and self.detections_pub is not None:
+                self.detections_pub.publish(to_detection2d_array(result.detections, header))
             if result.is_final and self.publish_debug:
                 self.debug_pub.publish(rgb_to_image(draw_detections(rgb, result), header))
 
