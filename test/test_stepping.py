@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from anytime_perception.eval import stepping_report
+import stepping_report  # experiments/ (conftest puts it on sys.path)
 from anytime_perception.export.stages import verify_stages
 from anytime_perception.export.stepping import export_stepping
 from anytime_perception.nets.slimmable import SlimmableClassifier, fit_ratios

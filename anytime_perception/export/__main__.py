@@ -61,9 +61,12 @@ def _detector_outputs(model: torch.nn.Module, predictor: torch.nn.Module | None,
     return outputs
 
 
-def _pixel_units(meta: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and std of a classifier family's checkpoint (pixels scaled to 0..1, as its training
-    normalises) in the manifest's convention: pixel units, 0..255."""
+def _pixel_units(state: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std in the manifest's convention (pixel units, 0..255): the checkpoint's ``input``;
+    a classifier checkpoint from before the common schema keeps them for pixels scaled to 0..1."""
+    if "input" in state:
+        return tuple(state["input"]["mean"]), tuple(state["input"]["std"])
+    meta = state["meta"]
     return tuple(255 * m for m in meta["mean"]), tuple(255 * s for s in meta["std"])
 
 
@@ -72,7 +75,7 @@ def _export_classifier(state: dict, checkpoint: str, out: str, name: str) -> flo
     if not isinstance(model, SteppingNet):
         raise SystemExit(f"{checkpoint}: a {meta['kind']} network recomputes every subnet; only nested "
                          "(SteppingNet / any-width) networks export as increments")
-    export_stepping(model, out, name, tuple(meta["classes"]), *_pixel_units(meta))
+    export_stepping(model, out, name, tuple(meta["classes"]), *_pixel_units(state))
     image = torch.randn(1, 3, model.spec.input_size, model.spec.input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return verify_stages([head_outputs(model, o) for o in model.forward_all(image)], out, image)
@@ -81,7 +84,7 @@ def _export_classifier(state: dict, checkpoint: str, out: str, name: str) -> flo
 def _export_early_exit(state: dict, out: str, name: str) -> float:
     net, meta = model_from_state(state)
     size = meta["input_size"]
-    export_early_exit(net, out, name, tuple(meta["classes"]), *_pixel_units(meta), size)
+    export_early_exit(net, out, name, tuple(meta["classes"]), *_pixel_units(state), size)
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return verify_stages([{"logits": logits} for logits, _ in net.forward_all(image)], out, image)
@@ -95,7 +98,7 @@ def _export_big_little(state: dict, out: str, name: str) -> float:
         model = AppealOutputs(model)
     size = meta.get("input_size", 32)  # classifier_run trains on the 32x32 image-folder sets
     confidence = APPEAL if kind == "appeal" else None
-    export_single_stage(model, out, name, tuple(meta["classes"]), *_pixel_units(meta), size, confidence)
+    export_single_stage(model, out, name, tuple(meta["classes"]), *_pixel_units(state), size, confidence)
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         outputs = model.eval()(image)

@@ -1,6 +1,11 @@
 """Self-describing checkpoints: what a model is (registry name and builder arguments), its class
 names and input convention travel with its weights, so one function rebuilds any of them.
 
+Every family writes the same keys: ``checkpoint_version``, ``family`` (a detector registry name,
+or a classifier family's kind), ``config`` (the builder's arguments; for the classifier families
+their metadata), ``labels``, ``input`` (size, mean and std in pixel units 0..255, pad value: the
+manifest's convention) and ``model`` (the weights), plus whatever the training run keeps.
+
     state = make_checkpoint(model, "anywidth_centernet_patch_s3", labels, input_spec)
     torch.save(state, "best.pt")
     model, state = build_from_checkpoint(load_checkpoint("best.pt"))
@@ -18,8 +23,8 @@ from torch import nn
 
 from . import build_model
 
-__all__ = ["CHECKPOINT_VERSION", "CheckpointError", "make_checkpoint", "load_checkpoint", "build_from_checkpoint",
-           "load_matching", "model_from_state", "REBUILDERS"]
+__all__ = ["CHECKPOINT_VERSION", "CheckpointError", "make_checkpoint", "classifier_checkpoint", "load_checkpoint",
+           "build_from_checkpoint", "load_matching", "model_from_state", "REBUILDERS"]
 
 CHECKPOINT_VERSION = 1
 
@@ -42,6 +47,19 @@ def make_checkpoint(model: nn.Module, family: str, labels: tuple[str, ...], inpu
     return {"checkpoint_version": CHECKPOINT_VERSION, "family": family, "config": config, "labels": list(labels),
             "input": {k: (list(map(float, v)) if k in ("mean", "std") else int(v)) for k, v in input_spec.items()},
             "model": model.state_dict(), **extra}
+
+
+def classifier_checkpoint(weights: dict, meta: dict, **extra) -> dict:
+    """The checkpoint of a classifier family's network (``meta.kind``: stepping, slimmable,
+    little, appeal, resnet_cifar, branch, gate) in the common schema. ``meta`` keeps the family's
+    own metadata (mean/std of pixels scaled to 0..1, as its training normalises) and is also kept
+    under ``meta`` for the training CLIs' resuming."""
+    size = meta.get("input_size") or meta.get("spec", {}).get("input_size") or 32  # the 32x32 image-folder sets
+    return {"checkpoint_version": CHECKPOINT_VERSION, "family": meta["kind"], "config": meta,
+            "labels": list(meta["classes"]),
+            "input": {"size": int(size), "mean": [255.0 * m for m in meta["mean"]],
+                      "std": [255.0 * s for s in meta["std"]], "pad_value": 0},
+            "model": weights, "meta": meta, **extra}
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -146,13 +164,15 @@ REBUILDERS = {"stepping": _stepping, "slimmable": _stepping, "little": _little, 
 
 def model_from_state(state: dict) -> tuple[nn.Module, dict]:
     """Any family's model (eval mode) and its metadata from a loaded checkpoint: detectors by
-    ``family`` (metadata: the checkpoint itself), classifier families by ``meta.kind``."""
-    if "family" in state:
+    their registry name (metadata: the checkpoint itself), classifier families by their kind
+    (metadata: ``config``; checkpoints from before the common schema: ``meta``)."""
+    if state.get("family") not in (None, *REBUILDERS):
         return build_from_checkpoint(state), state
-    kind = state.get("meta", {}).get("kind")
+    kind = state.get("family") or state.get("meta", {}).get("kind")
     if kind not in REBUILDERS:
         raise CheckpointError(f"checkpoint of unknown kind {kind!r}; known: family (detectors), "
                               f"{', '.join(sorted(REBUILDERS))}")
-    model = REBUILDERS[kind](state["meta"])
+    meta = state.get("config") or state["meta"]
+    model = REBUILDERS[kind](meta)
     model.load_state_dict(state["model"])
-    return model.eval(), state["meta"]
+    return model.eval(), meta

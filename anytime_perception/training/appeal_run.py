@@ -35,7 +35,7 @@ from .appeal import LagrangeMultiplier, Renormalise, StepLoss, appeal_outputs, f
 from .classification import ClassificationData, batches, load_classification
 from .classifier_run import predict, resnet_from_state
 from .cli import add_run_args, command_line, configure_torch, run_cli
-from ..nets.checkpoint import load_checkpoint, model_from_state
+from ..nets.checkpoint import classifier_checkpoint, load_checkpoint, model_from_state
 
 __all__ = ["main", "little_from_state", "appeal_from_state", "checkpoint_of"]
 
@@ -215,9 +215,9 @@ def _train(args: argparse.Namespace, job: _Job, path: Path) -> tuple[list[dict],
                             f"{args.command} epoch {epoch + 1}/{args.epochs}")
         epoch, wall = epoch + 1, wall + time.time() - start
         log.append({"epoch": epoch, **{k: sum(h[k] for h in history) / len(history) for k in history[0]}})
-        torch.save({"model": job.model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "epoch": epoch, "wall_s": wall, "log": log, "meta": job.meta,
-                    **{name: obj.state_dict() for name, obj in job.stateful.items()}}, path)
+        torch.save(classifier_checkpoint(job.model.state_dict(), job.meta, optimizer=optimizer.state_dict(),
+                                         schedule=schedule.state_dict(), epoch=epoch, wall_s=wall, log=log,
+                                         **{name: obj.state_dict() for name, obj in job.stateful.items()}), path)
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in log[-1].items() if k != "epoch")
               + f", {wall / 60:.1f} min", flush=True)
     return log, wall

@@ -23,7 +23,7 @@ from ..nets.macs import counted_macs
 from ..nets.resnet_cifar import CifarResNet, resnet_cifar
 from .classification import batches, load_classification
 from .cli import add_run_args, command_line, configure_torch, run_cli
-from ..nets.checkpoint import load_checkpoint, model_from_state
+from ..nets.checkpoint import classifier_checkpoint, load_checkpoint, model_from_state
 
 __all__ = ["main", "load_resnet", "resnet_from_state", "predict"]
 
@@ -100,8 +100,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             schedule.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         epoch, wall = epoch + 1, wall + time.time() - start
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "epoch": epoch, "wall_s": wall, "meta": meta}, path)
+        torch.save(classifier_checkpoint(model.state_dict(), meta, optimizer=optimizer.state_dict(),
+                                         schedule=schedule.state_dict(), epoch=epoch, wall_s=wall), path)
         print(f"epoch {epoch}: loss {loss.item():.3f}, {wall / 60:.1f} min", flush=True)
     accuracy = float((predict(model, data.test_images).argmax(1) == data.test_labels).float().mean())
     size = data.test_images.shape[-1]

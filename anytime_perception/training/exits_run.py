@@ -26,7 +26,7 @@ from .classifier_run import load_resnet
 from .cli import add_run_args, command_line, configure_torch, run_cli
 from .early_exits import (branch_warmup_loss, cross_entropy_loss, cumulative_loss, exit_outputs, fit_heads,
                           gate_loss, hinge_loss)
-from ..nets.checkpoint import load_checkpoint, model_from_state
+from ..nets.checkpoint import classifier_checkpoint, load_checkpoint, model_from_state
 
 __all__ = ["main", "load_exit_net", "exit_net_from_state"]
 
@@ -96,7 +96,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     meta = {**backbone_meta, "kind": kind, "method": args.method, "points": points, "convs": args.convs,
             "input_size": size, "lam": args.lam, "loss": args.loss, "placement": None if args.points else args.placement,
             "stage_macs": macs, "backbone_macs": backbone_macs}
-    torch.save({"model": net.state_dict(), "meta": meta}, out / "last.pt")
+    torch.save(classifier_checkpoint(net.state_dict(), meta), out / "last.pt")
     logits, _ = exit_outputs(net, data.test_images)
     predictions = logits.argmax(2)
     result = {"method": args.method, "points": points, "stage_macs": macs, "backbone_macs": backbone_macs,

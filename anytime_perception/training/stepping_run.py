@@ -32,7 +32,7 @@ from ..nets.stepping_detector import CENTERNET_CHAIN, CENTERNET_NECK, stepping_c
 from .cli import add_run_args, command_line, configure_torch, run_cli
 from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer
 from .stepping_tasks import Task, classification_task, detection_task
-from ..nets.checkpoint import load_checkpoint, model_from_state
+from ..nets.checkpoint import classifier_checkpoint, load_checkpoint, model_from_state
 
 __all__ = ["main", "load_classifier", "classifier_from_state"]
 
@@ -157,7 +157,9 @@ class _Run:
     def write(self) -> None:
         """Checkpoint the model and the state, wall time included."""
         self._clock()
-        torch.save({**self.state, "model": self.model.state_dict(), "meta": self.meta}, self.path)
+        torch.save(classifier_checkpoint(self.model.state_dict(), self.meta, **{
+            k: v for k, v in self.state.items() if k not in ("model", "meta", "config", "family", "labels", "input")}),
+            self.path)
 
 
 def _construction_settings(args: argparse.Namespace, cfg: SteppingConfig, targets: list[int],
