@@ -17,14 +17,14 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from diagnostic_msgs.msg import DiagnosticArray
 
 from anytime_perception.msg import DetectionArray
 from anytime_perception.ros.vision import Detection2DArray
-from anytime_perception.ros.conversions import rgb_to_image, status_name, status_values
+from anytime_perception.ros.conversions import rgb_to_compressed, rgb_to_image, status_name, status_values
 
 NODE = "/anytime_perception"
 
@@ -51,12 +51,13 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> str:
 
 @contextmanager
 def node_and_probe(domain: int, first_frame: np.ndarray, *ros_args: str,
-                   env: dict[str, str] | None = None, node_fqn: str = NODE) -> Iterator["RosProbe"]:
+                   env: dict[str, str] | None = None, node_fqn: str = NODE,
+                   transport: str = "raw") -> Iterator["RosProbe"]:
     """The node in its own process and a probe that has seen it answer ``first_frame``; on exit
     the node is stopped and must have ended cleanly (exit code 0, no traceback). ``node_fqn``:
     where the node is (a namespaced or renamed node), its topics in that namespace."""
     node = start_node(domain, *ros_args, env=env)
-    peer = RosProbe(domain, node_fqn)
+    peer = RosProbe(domain, node_fqn, transport)
     try:
         peer.wait_for_node(first_frame)
         yield peer
@@ -71,14 +72,16 @@ def node_and_probe(domain: int, first_frame: np.ndarray, *ros_args: str,
 class RosProbe:
     """Camera publisher + result recorder on its own context and executor thread."""
 
-    def __init__(self, domain: int, node_fqn: str = NODE) -> None:
+    def __init__(self, domain: int, node_fqn: str = NODE, transport: str = "raw") -> None:
         os.environ["ROS_DOMAIN_ID"] = str(domain)
-        self.node_fqn = node_fqn
+        self.node_fqn, self.transport = node_fqn, transport
         namespace = node_fqn.rsplit("/", 1)[0]  # "" in the root namespace
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = Node("test_probe", context=self.context)
-        self.camera = self.node.create_publisher(Image, f"{namespace}/camera/image_raw", qos_profile_sensor_data)
+        self.camera = (self.node.create_publisher(CompressedImage, f"{namespace}/camera/image_raw/compressed",
+                                                  qos_profile_sensor_data) if transport == "compressed" else
+                       self.node.create_publisher(Image, f"{namespace}/camera/image_raw", qos_profile_sensor_data))
         self.lock = threading.Lock()
         self.received: dict[str, list[tuple[float, DetectionArray]]] = defaultdict(list)
         for topic in ("preliminary", "refined"):
@@ -131,7 +134,7 @@ class RosProbe:
     def publish(self, rgb: np.ndarray, stamp_sec: int) -> Header:
         header = Header(frame_id="camera")
         header.stamp.sec = stamp_sec
-        self.camera.publish(rgb_to_image(rgb, header))
+        self.camera.publish(rgb_to_compressed(rgb, header) if self.transport == "compressed" else rgb_to_image(rgb, header))
         return header
 
     def send_in_turn(self, frames: list[np.ndarray], first_stamp: int, pause_s: float = 0.0) -> list[int]:

@@ -6,7 +6,7 @@ import time
 
 import cv2
 import pytest
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from anytime_perception.data import load_split, read_rgb
 from anytime_perception.ros.vision import AVAILABLE as VISION_MSGS
@@ -168,3 +168,17 @@ def test_each_frame_final_result_is_one_standard_detection2d_array(probe, frames
             assert (d2.bbox.center.position.x, d2.bbox.center.position.y, d2.bbox.size_x, d2.bbox.size_y) == \
                 pytest.approx((d.center_x, d.center_y, d.width, d.height), abs=1e-3)
     assert any(m.detections for _, m in probe.messages("detections")), "no frame had a detection to compare"
+
+
+def test_compressed_transport_answers_jpeg_frames_and_skips_undecodable_ones(frames):
+    with node_and_probe(DOMAIN + 3, frames[0], "-p", "image_transport:=compressed", "-p", "vehicle_mode:=performance",
+                        "-p", "diagnostics_period_s:=0.2", transport="compressed") as peer:
+        stamps = peer.send_in_turn(frames[1:4], 7000)
+        assert all(peer.finals()[s].num_stages >= 3 for s in stamps)
+        bad = CompressedImage(format="jpeg", data=b"not a jpeg at all")
+        bad.header.stamp.sec = 7100
+        peer.publish_raw(bad)
+        peer.send_in_turn(frames[4:5], 7200)  # still answering after the bad one
+        assert 7100 not in peer.finals()
+        assert peer.wait_until(lambda: int(peer.diagnostics().get("rejected_images", 0)) >= 1, 5.0)
+    assert "do not decode to an image" in peer.node_output

@@ -1,6 +1,8 @@
 """sensor_msgs/Image and CompressedImage <-> numpy, runtime results <-> messages (no cv_bridge)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -28,13 +30,36 @@ def status_name(node_fqn: str, task: str) -> str:
 PIPELINE_STATUS = status_name("/anytime_perception", "pipeline")  # anytime_node's, in the root namespace
 SERVER_STATUS = status_name("/big_model", "appeal server")  # big_model_node's, in the root namespace
 
-# encoding -> (channels, index order that yields RGB)
-SUPPORTED_ENCODINGS = {
-    "rgb8": (3, [0, 1, 2]),
-    "bgr8": (3, [2, 1, 0]),
-    "rgba8": (4, [0, 1, 2]),
-    "bgra8": (4, [2, 1, 0]),
-    "mono8": (1, [0, 0, 0]),
+
+
+def _to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """16-bit channels to 8 bits: the high byte (the full 16-bit range maps onto 0..255)."""
+    return (pixels >> 8).astype(np.uint8)
+
+
+def _cvt(code: int) -> Callable[[np.ndarray], np.ndarray]:
+    """An OpenCV colour conversion of the [H, W, C] pixels (C = 1 passed as [H, W])."""
+    return lambda pixels: cv2.cvtColor(pixels[..., 0] if pixels.shape[2] == 1 else pixels, code)
+
+
+# encoding -> (channels, bytes per channel, pixels [H, W, C] in their own type -> RGB uint8 [H, W, 3]).
+# ROS names Bayer patterns by the first row's colours, OpenCV by the second pixel of the second
+# row: ROS bayer_rggb8 is OpenCV's BayerBG (as cv_bridge converts them).
+SUPPORTED_ENCODINGS: dict[str, tuple[int, int, Callable[[np.ndarray], np.ndarray]]] = {
+    "rgb8": (3, 1, lambda p: p),
+    "bgr8": (3, 1, lambda p: p[..., ::-1]),
+    "rgba8": (4, 1, lambda p: p[..., :3]),
+    "bgra8": (4, 1, lambda p: p[..., 2::-1]),
+    "mono8": (1, 1, lambda p: np.repeat(p, 3, axis=2)),
+    "mono16": (1, 2, lambda p: np.repeat(_to_8bit(p), 3, axis=2)),
+    "rgb16": (3, 2, _to_8bit),
+    "bgr16": (3, 2, lambda p: _to_8bit(p)[..., ::-1]),
+    "yuv422": (2, 1, _cvt(cv2.COLOR_YUV2RGB_UYVY)),  # UYVY
+    "yuv422_yuy2": (2, 1, _cvt(cv2.COLOR_YUV2RGB_YUY2)),  # YUYV
+    "bayer_rggb8": (1, 1, _cvt(cv2.COLOR_BayerBG2RGB)),
+    "bayer_bggr8": (1, 1, _cvt(cv2.COLOR_BayerRG2RGB)),
+    "bayer_gbrg8": (1, 1, _cvt(cv2.COLOR_BayerGR2RGB)),
+    "bayer_grbg8": (1, 1, _cvt(cv2.COLOR_BayerGB2RGB)),
 }
 
 
@@ -43,20 +68,26 @@ class ImageError(ValueError):
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
-    """RGB uint8 [H, W, 3] view/copy of an image message; ImageError if malformed."""
+    """RGB uint8 [H, W, 3] of an image message in any supported encoding (16-bit ones in either
+    byte order, YUV 4:2:2, Bayer 8-bit through OpenCV's conversions); ImageError if malformed."""
     if msg.encoding not in SUPPORTED_ENCODINGS:
         raise ImageError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
-    channels, order = SUPPORTED_ENCODINGS[msg.encoding]
+    channels, depth, to_rgb = SUPPORTED_ENCODINGS[msg.encoding]
     h, w, step = msg.height, msg.width, msg.step
     if h == 0 or w == 0:
         raise ImageError(f"empty image {w}x{h}")
-    if step < w * channels:
-        raise ImageError(f"step {step} < width {w} * {channels} channels")
+    row = w * channels * depth
+    if step < row:
+        raise ImageError(f"step {step} < width {w} * {channels} channels * {depth} bytes")
+    if msg.encoding.startswith(("yuv422", "bayer")) and (w % 2 or (msg.encoding.startswith("bayer") and h % 2)):
+        raise ImageError(f"{msg.encoding} needs an even {'width' if w % 2 else 'height'}, got {w}x{h}")
     data = np.frombuffer(msg.data, np.uint8)
     if data.size < h * step:
         raise ImageError(f"data has {data.size} bytes, expected height {h} * step {step} = {h * step}")
-    pixels = data[: h * step].reshape(h, step)[:, : w * channels].reshape(h, w, channels)
-    return np.ascontiguousarray(pixels if order == [0, 1, 2] and channels == 3 else pixels[..., order])
+    rows = data[: h * step].reshape(h, step)[:, :row]
+    if depth == 2:
+        rows = np.ascontiguousarray(rows).view(">u2" if msg.is_bigendian else "<u2")
+    return np.ascontiguousarray(to_rgb(rows.reshape(h, w, channels)), np.uint8)
 
 
 def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:

@@ -22,7 +22,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from anytime_perception.msg import DetectionArray
@@ -34,7 +34,8 @@ from ..runtime.appeal import Appealer, BigModel, LocalAppealClient
 from ..runtime.mailbox import LatestSlot
 from ..runtime.stats import PipelineStats
 from .appeal_client import RosAppealClient
-from .conversions import COMPRESSED_FORMATS, ImageError, image_to_rgb, result_to_msg, rgb_to_image, status_name
+from .conversions import (COMPRESSED_FORMATS, ImageError, compressed_to_rgb, image_to_rgb, result_to_msg, rgb_to_image,
+                          status_name)
 from .lifecycle import run_node
 from .share import resolve_share_path
 from .vision import AVAILABLE as VISION_MSGS, Detection2DArray, to_detection2d_array
@@ -42,6 +43,7 @@ from .vision import AVAILABLE as VISION_MSGS, Detection2DArray, to_detection2d_a
 __all__ = ["AnytimePerceptionNode", "main"]
 
 DEFAULT_MODEL = "road_signs_anywidth"
+IMAGE_TRANSPORTS = ("raw", "compressed")
 
 
 class AnytimePerceptionNode(Node):
@@ -69,6 +71,9 @@ class AnytimePerceptionNode(Node):
         self.declare_parameter("preempt_on_new_frame", True)
         self.declare_parameter("image_reliability", "best_effort", ParameterDescriptor(
             description="best_effort | reliable (match the camera publisher)", read_only=True))
+        self.declare_parameter("image_transport", "raw", ParameterDescriptor(
+            description="raw (sensor_msgs/Image on camera/image_raw) | compressed (sensor_msgs/CompressedImage "
+                        "jpeg/png on camera/image_raw/compressed)", read_only=True))
         self.declare_parameter("diagnostics_period_s", 1.0, read_only)
         self.declare_parameter("appeal_service", "/perception/appeal", ParameterDescriptor(
             read_only=True, description="big_model_node service for appeals (models with an appeal head); "
@@ -83,7 +88,8 @@ class AnytimePerceptionNode(Node):
 
         param = self.get_parameter
         initial = self.validate_parameters([param(name) for name in (
-            "score_threshold", "diagnostics_period_s", "intra_op_threads", "appeal_format", "appeal_jpeg_quality")])
+            "score_threshold", "diagnostics_period_s", "intra_op_threads", "appeal_format", "appeal_jpeg_quality",
+            "image_transport")])
         if not initial.successful:
             raise ValueError(initial.reason)
         model = AnytimeModel(resolve_share_path(param("model").value, "models", DEFAULT_MODEL),
@@ -113,7 +119,11 @@ class AnytimePerceptionNode(Node):
             self.get_logger().warning("vision_msgs is not installed: perception/detections (Detection2DArray) "
                                       "is not published; the anytime topics are")
         self.status_name = status_name(self.get_fully_qualified_name(), "pipeline")
-        self.subscription = self.create_subscription(Image, "camera/image_raw", self.image_callback, qos)
+        if param("image_transport").value == "compressed":
+            self.subscription = self.create_subscription(CompressedImage, "camera/image_raw/compressed",
+                                                         self.compressed_image_callback, qos)
+        else:
+            self.subscription = self.create_subscription(Image, "camera/image_raw", self.image_callback, qos)
         self.diagnostics_timer = self.create_timer(param("diagnostics_period_s").value, self.diagnostics_callback)
 
         self.stats = PipelineStats()
@@ -172,6 +182,9 @@ class AnytimePerceptionNode(Node):
             elif p.name == "appeal_format" and p.value not in COMPRESSED_FORMATS:
                 return SetParametersResult(successful=False, reason=f"appeal_format must be one of "
                                            f"{', '.join(COMPRESSED_FORMATS)}, got {p.value!r}")
+            elif p.name == "image_transport" and p.value not in IMAGE_TRANSPORTS:
+                return SetParametersResult(successful=False, reason=f"image_transport must be one of "
+                                           f"{', '.join(IMAGE_TRANSPORTS)}, got {p.value!r}")
             elif p.name == "appeal_jpeg_quality" and not 1 <= p.value <= 100:
                 return SetParametersResult(successful=False, reason=f"appeal_jpeg_quality must be in 1..100, got {p.value}")
         return SetParametersResult(successful=True)
@@ -190,22 +203,37 @@ class AnytimePerceptionNode(Node):
                 self.preempt = p.value
 
     def image_callback(self, msg: Image) -> None:
-        """Answer at once with stage 0, then leave the frame to the refinement worker.
-
-        A malformed image is logged and skipped. A frame still waiting for refinement when a
-        newer one arrives is finalised as ``preempted`` (keep-last 1).
-        """
+        """A raw camera image: decode it (any supported encoding) and answer it."""
         received_at = time.perf_counter()
         try:
             rgb = image_to_rgb(msg)
         except ImageError as exc:
-            self.stats.count_rejected()
-            self.get_logger().warning(f"skipping image ({msg.width}x{msg.height} {msg.encoding!r}): {exc}",
-                                      throttle_duration_sec=1.0)
+            self._reject(f"{msg.width}x{msg.height} {msg.encoding!r}", exc)
             return
-        publish = self._publisher(msg.header, rgb, received_at)
+        self._answer(msg.header, rgb, received_at)
+
+    def compressed_image_callback(self, msg: CompressedImage) -> None:
+        """A compressed camera image (jpeg, png): decode it and answer it."""
+        received_at = time.perf_counter()
         try:
-            frame = self.engine.start(rgb, received_at, publish, tag=msg.header)
+            rgb = compressed_to_rgb(msg)
+        except ImageError as exc:
+            self._reject(f"compressed {msg.format!r}", exc)
+            return
+        self._answer(msg.header, rgb, received_at)
+
+    def _reject(self, what: str, exc: ImageError) -> None:
+        """A malformed image is logged (throttled) and counted, and the node goes on."""
+        self.stats.count_rejected()
+        self.get_logger().warning(f"skipping image ({what}): {exc}", throttle_duration_sec=1.0)
+
+    def _answer(self, header: Header, rgb: np.ndarray, received_at: float) -> None:
+        """Answer at once with stage 0, then leave the frame to the refinement worker. A frame
+        still waiting for refinement when a newer one arrives is finalised as ``preempted``
+        (keep-last 1)."""
+        publish = self._publisher(header, rgb, received_at)
+        try:
+            frame = self.engine.start(rgb, received_at, publish, tag=header)
         except Exception as exc:  # one frame must never take the node down
             if self.context.ok():
                 self.get_logger().error(f"frame dropped: {exc!r}")
