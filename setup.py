@@ -30,6 +30,7 @@ setup(
     entry_points={
         "console_scripts": [
             "anytime_node=anytime_perception.ros.node:main",
+            "anytime_managed_node=anytime_perception.ros.managed_node:main",
             "anytime_replay=anytime_perception.ros.replay:main",
             "anytime_demo=anytime_perception.ros.demo:main",
             "big_model_node=anytime_perception.ros.big_model_node:main",

@@ -4,6 +4,7 @@
     ros2 launch anytime_perception node.launch.py vehicle_mode:=power_saving image:=/front/image_raw
     ros2 launch anytime_perception node.launch.py namespace:=cam_front   # /cam_front/camera/image_raw -> /cam_front/perception/*
     ros2 launch anytime_perception node.launch.py model:=cifar10_appealnet_mobilenet
+    ros2 launch anytime_perception node.launch.py managed:=true   # lifecycle node: ros2 lifecycle set ... configure
 
 Camera drivers exchanging large images with this node must use the same Fast DDS transport
 settings: this file sets FASTDDS_DEFAULT_PROFILES_FILE to the package's profile for the node;
@@ -14,7 +15,7 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 
 
@@ -29,11 +30,14 @@ def generate_launch_description() -> LaunchDescription:
                               description="camera topic (relative: inside the namespace)"),
         DeclareLaunchArgument("model", default_value="road_signs_anywidth",
                               description="a model directory or a model name under the package's models/"),
+        DeclareLaunchArgument("managed", default_value="false", choices=["true", "false"],
+                              description="true: the lifecycle node (anytime_managed_node), unconfigured at start"),
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
                                os.path.join(share, "config", "fastdds_profile.xml")),
         Node(
             package="anytime_perception",
-            executable="anytime_node",
+            executable=PythonExpression(["'anytime_managed_node' if '", LaunchConfiguration("managed"),
+                                         "' == 'true' else 'anytime_node'"]),
             name="anytime_perception",
             namespace=LaunchConfiguration("namespace"),
             output="screen",

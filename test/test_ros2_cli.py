@@ -18,7 +18,7 @@ import pytest
 
 from anytime_perception.data import load_split, read_rgb
 
-from ros_probe import RosProbe
+from ros_probe import RosProbe, start_node, stop
 
 pytestmark = pytest.mark.skipif(shutil.which("ros2") is None, reason="no ros2 command (make setup installs it "
                                                                        "from ../shared/ros2)")
@@ -84,7 +84,7 @@ def test_ros2_param_set_switches_the_mode_and_rejects_unknown_ones(launched, fra
 
 
 def test_ros2_topic_echo_prints_the_refined_detections(launched, frames):
-    echo = subprocess.Popen(["ros2", "topic", "echo", "--no-daemon", "--once", "/perception/refined"], env=_env(),
+    echo = subprocess.Popen(["ros2", "topic", "echo", *NO_DAEMON, "--once", "/perception/refined"], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
     stamp = 600
@@ -98,3 +98,60 @@ def test_ros2_topic_echo_prints_the_refined_detections(launched, frames):
     assert echo.returncode == 0, output
     for field in ("header:", "stage:", "is_final:", "mode:", "detections:"):
         assert field in output, output
+
+
+def _lifecycle(*args: str, domain: int) -> str:
+    done = subprocess.run(["ros2", "lifecycle", *args[:1], *NO_DAEMON, *args[1:]], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+    return done.stdout + done.stderr
+
+
+def test_managed_node_follows_ros2_lifecycle_set(frames):
+    domain = DOMAIN + 1
+    node = start_node(domain, "-p", "vehicle_mode:=performance", executable="anytime_managed_node")
+    probe = RosProbe(domain)
+    try:
+        assert probe.set_client.wait_for_service(timeout_sec=30)
+        assert "unconfigured" in _lifecycle("get", "/anytime_perception", domain=domain)
+        probe.publish(frames[0], 1)
+        assert not probe.wait_until(lambda: probe.finals(), 1.0), "an unconfigured node answered"
+
+        assert "Transitioning successful" in _lifecycle("set", "/anytime_perception", "configure", domain=domain)
+        assert "inactive" in _lifecycle("get", "/anytime_perception", domain=domain)
+        probe.publish(frames[0], 2)
+        assert not probe.wait_until(lambda: probe.finals(), 1.0), "an inactive node answered"
+
+        assert "Transitioning successful" in _lifecycle("set", "/anytime_perception", "activate", domain=domain)
+        probe.wait_for_node(frames[0])  # answering now
+        stamps = probe.send_in_turn(frames[1:3], 10)
+        assert all(probe.finals()[s].mode == "performance" for s in stamps)
+
+        assert "Transitioning successful" in _lifecycle("set", "/anytime_perception", "deactivate", domain=domain)
+        before = len(probe.finals())
+        probe.publish(frames[3], 20)
+        assert not probe.wait_until(lambda: 20 in probe.finals(), 1.0) and len(probe.finals()) == before
+        assert probe.get_parameter("vehicle_mode") == "performance"  # deactivated, not unloaded
+
+        assert "Transitioning successful" in _lifecycle("set", "/anytime_perception", "cleanup", domain=domain)
+        assert "unconfigured" in _lifecycle("get", "/anytime_perception", domain=domain)
+        assert "Transitioning successful" in _lifecycle("set", "/anytime_perception", "configure", domain=domain)
+    finally:
+        probe.close()
+        output = stop(node)
+    assert node.returncode == 0 and "Traceback" not in output, output
+    assert "unconfigured: model unloaded" in output
+
+
+def test_managed_node_configure_error_leaves_it_unconfigured_with_the_reason(tmp_path):
+    domain = DOMAIN + 2
+    node = start_node(domain, "-p", f"model:={tmp_path / 'no_such_model'}", executable="anytime_managed_node")
+    probe = RosProbe(domain)
+    try:
+        assert probe.set_client.wait_for_service(timeout_sec=30)
+        assert "Transitioning failed" in _lifecycle("set", "/anytime_perception", "configure", domain=domain)
+        assert "unconfigured" in _lifecycle("get", "/anytime_perception", domain=domain)
+    finally:
+        probe.close()
+        output = stop(node)
+    assert node.returncode == 0 and "Traceback" not in output, output
+    assert "cannot configure" in output and "no_such_model" in output

@@ -46,15 +46,18 @@ DEFAULT_MODEL = "road_signs_anywidth"
 IMAGE_TRANSPORTS = ("raw", "compressed")
 
 
-class AnytimePerceptionNode(Node):
-    """ROS adapter over ``AnytimeEngine``: parameters -> settings, images -> frames, results -> messages."""
+class AnytimePerception:
+    """ROS adapter over ``AnytimeEngine``: parameters -> settings, images -> frames, results ->
+    messages, whatever manages the node's lifecycle (a plain ``Node``: ``AnytimePerceptionNode``;
+    a ``LifecycleNode``: ``managed_node``). ``_configure`` loads the model and opens the topics,
+    ``_unconfigure`` closes them; frames are answered while ``active``."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__("anytime_perception", **kwargs)
-        # Before anything that can fail: rclpy's shutdown calls destroy_node on a half-built node.
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        self.engine: AnytimeEngine | None = None
+    active = True
+    engine: AnytimeEngine | None = None
+    _worker: threading.Thread | None = None
+    _stop = threading.Event()
+
+    def _declare_parameters(self) -> None:
         read_only = ParameterDescriptor(read_only=True)
         self.declare_parameter("vehicle_mode", "normal", ParameterDescriptor(
             description="vehicle mode from modes_file; switchable at run time"))
@@ -85,7 +88,12 @@ class AnytimePerceptionNode(Node):
             read_only=True, description="answer appeals with this big model on this machine (e.g. on a GPU) "
                                         "instead of appeal_service; empty: use the service"))
         self.declare_parameter("appeal_local_providers", ["CPUExecutionProvider"], read_only)
+        self.add_on_set_parameters_callback(self.validate_parameters)
+        self.add_post_set_parameters_callback(self.apply_parameters)
 
+    def _configure(self) -> None:
+        """Load the model and modes, open the topics and start the refinement worker; a bad model,
+        modes file or parameter raises (``STARTUP_ERRORS``) with the reason."""
         param = self.get_parameter
         initial = self.validate_parameters([param(name) for name in (
             "score_threshold", "diagnostics_period_s", "intra_op_threads", "appeal_format", "appeal_jpeg_quality",
@@ -102,8 +110,6 @@ class AnytimePerceptionNode(Node):
                                     appealer=self._appealer(model, modes))
         self.publish_debug = param("publish_debug_image").value
         self.preempt = param("preempt_on_new_frame").value
-        self.add_on_set_parameters_callback(self.validate_parameters)
-        self.add_post_set_parameters_callback(self.apply_parameters)
 
         qos = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
                          durability=qos_profile_sensor_data.durability,
@@ -128,6 +134,7 @@ class AnytimePerceptionNode(Node):
 
         self.stats = PipelineStats()
         self.frames: LatestSlot[tuple[Frame, ResultCallback]] = LatestSlot()  # started, awaiting refinement
+        self._stop = threading.Event()
         self._worker = threading.Thread(target=self._refine_frames, name="anytime_refinement", daemon=True)
         self._worker.start()
         m = model.manifest
@@ -169,6 +176,8 @@ class AnytimePerceptionNode(Node):
         """Reject invalid values with a reason; the old value stays."""
         for p in params:
             if p.name == "vehicle_mode":
+                if self.engine is None:  # not configured yet: checked against the modes file then
+                    continue
                 try:
                     self.engine.modes.get(p.value)
                 except ModeError as exc:
@@ -190,7 +199,10 @@ class AnytimePerceptionNode(Node):
         return SetParametersResult(successful=True)
 
     def apply_parameters(self, params: list[Parameter]) -> None:
-        """Apply accepted values; a mode switch takes effect at the next stage boundary."""
+        """Apply accepted values; a mode switch takes effect at the next stage boundary. Before
+        the model is loaded (a managed node not configured yet) the values wait in the parameters."""
+        if self.engine is None:
+            return
         for p in params:
             if p.name == "vehicle_mode":
                 self.engine.set_mode(p.value)
@@ -204,6 +216,8 @@ class AnytimePerceptionNode(Node):
 
     def image_callback(self, msg: Image) -> None:
         """A raw camera image: decode it (any supported encoding) and answer it."""
+        if not self.active:
+            return
         received_at = time.perf_counter()
         try:
             rgb = image_to_rgb(msg)
@@ -214,6 +228,8 @@ class AnytimePerceptionNode(Node):
 
     def compressed_image_callback(self, msg: CompressedImage) -> None:
         """A compressed camera image (jpeg, png): decode it and answer it."""
+        if not self.active:
+            return
         received_at = time.perf_counter()
         try:
             rgb = compressed_to_rgb(msg)
@@ -303,12 +319,34 @@ class AnytimePerceptionNode(Node):
     def _stamp(self) -> Header:
         return Header(stamp=self.get_clock().now().to_msg())
 
-    def destroy_node(self) -> None:
+    def _unconfigure(self) -> None:
+        """Stop the worker, close the topics and unload the model (safe on a half-configured node)."""
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout=2.0)
+            self._worker = None
+        for name, destroy in (("subscription", self.destroy_subscription), ("diagnostics_timer", self.destroy_timer),
+                              ("preliminary_pub", self.destroy_publisher), ("refined_pub", self.destroy_publisher),
+                              ("debug_pub", self.destroy_publisher), ("diagnostics_pub", self.destroy_publisher),
+                              ("detections_pub", self.destroy_publisher)):
+            handle = self.__dict__.pop(name, None)
+            if handle is not None:
+                destroy(handle)
         if self.engine is not None:
             self.engine.close()
+            self.engine = None
+
+
+class AnytimePerceptionNode(AnytimePerception, Node):
+    """The node: loads its model at start and answers frames until shut down."""
+
+    def __init__(self, **kwargs) -> None:
+        Node.__init__(self, "anytime_perception", **kwargs)
+        self._declare_parameters()
+        self._configure()
+
+    def destroy_node(self) -> None:
+        self._unconfigure()
         super().destroy_node()
 
 
