@@ -78,7 +78,7 @@ def test_mode_switch_through_set_parameters_lowers_macs_to_budget(probe, frames)
 def test_malformed_images_are_skipped_and_the_node_keeps_running(probe, frames):
     good = frames[0]
     bad = [
-        Image(height=480, width=640, encoding="yuv422", step=1280, data=bytes(480 * 1280)),
+        Image(height=480, width=640, encoding="32FC1", step=2560, data=bytes(480 * 2560)),
         Image(height=480, width=640, encoding="rgb8", step=1920, data=bytes(1000)),
         Image(height=0, width=0, encoding="rgb8", step=0, data=b""),
         Image(height=480, width=640, encoding="rgb8", step=100, data=bytes(480 * 1920)),
@@ -154,7 +154,7 @@ def test_burst_of_frames_each_answered_once_newer_frames_preempt_older(frames):
 
 @pytest.mark.skipif(not VISION_MSGS, reason="vision_msgs is not installed (make setup builds it from ../shared/ros2)")
 def test_each_frame_final_result_is_one_standard_detection2d_array(probe, frames):
-    stamps = probe.send_in_turn(frames[6:10], 3000)
+    stamps = probe.send_in_turn(frames[6:10], 4000)
     assert probe.wait_until(lambda: {m.header.stamp.sec for _, m in probe.messages("detections")} >= set(stamps), 5.0)
     finals = probe.finals()
     for stamp in stamps:
