@@ -128,7 +128,12 @@ install_package() {
         if [ -e "$pkg/$f" ] && [ ! -e "$src/$f" ]; then log "removing stale $pkg/$f"; rm -rf "${pkg:?}/$f"; fi
     done
 
-    for f in "$V/lib/anytime_perception"/*; do ln -sfn "$f" "$V/bin/$(basename "$f")"; done
+    # The launchers run with the venv's interpreter whether or not the venv is activated
+    # (ros2 launch and ros2 run execute them directly).
+    for f in "$V/lib/anytime_perception"/*; do
+        sed -i "1s|^#!.*python3\$|#!$V/bin/python|" "$f"
+        ln -sfn "$f" "$V/bin/$(basename "$f")"
+    done
 }
 
 case "${1:-all}" in

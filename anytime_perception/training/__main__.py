@@ -24,7 +24,7 @@ from ..data import FORMATS
 from ..nets import MODELS
 from ..nets.checkpoint import load_checkpoint
 from .cli import CLI_ERRORS
-from .train import TrainConfig, train
+from .train import TrainConfig, open_training_sets, train
 
 STEPS = ("train", "export", "calibrate", "eval")
 HELP = {
@@ -85,11 +85,14 @@ def run(args: argparse.Namespace) -> int:
                       run_dir=str(run_dir))
     timings: dict[str, float] = {}
     best = run_dir / "best.pt"
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    # Read and split the data once: training and the evaluation share the validation set.
+    sets = open_training_sets(cfg, verbose=rank0) if {"train", "eval"} & set(args.steps) else None
     if "train" in args.steps:
         started = time.time()
-        best = train(cfg)
+        best = train(cfg, sets)
         timings["train_s"] = round(time.time() - started, 1)
-        if int(os.environ.get("RANK", "0")) != 0:
+        if not rank0:
             return 0  # torchrun: the other processes only train
     if "export" in args.steps:
         from ..export.__main__ import export_detector
@@ -106,14 +109,14 @@ def run(args: argparse.Namespace) -> int:
             return code
         timings["calibrate_s"] = round(time.time() - started, 1)
     if "eval" in args.steps:
-        from ..data import open_detection
         from ..eval.__main__ import evaluate_set, markdown_table
         from ..runtime.model import AnytimeModel
         started = time.time()
         model = AnytimeModel(out)
-        _, val = open_detection(args.data, args.format, val_data=args.val_data or None, images=args.images or None,
-                                seed=args.seed)
-        val = val.select_classes([n for n in model.manifest.labels if n in val.labels])
+        val = sets[1]
+        if val.labels != model.manifest.labels:
+            raise ValueError(f"{out}: labels {list(model.manifest.labels)} differ from the data's {list(val.labels)} "
+                             "(was it trained on another set?)")
         rows = evaluate_set(model, val, progress=True)
         timings["eval_s"] = round(time.time() - started, 1)
         print(f"\n{name} on {val.source} validation ({len(val)} images), exported ONNX stages:\n")

@@ -128,7 +128,10 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _open_data(cfg: TrainConfig, init_labels: tuple[str, ...] | None, verbose: bool) -> tuple[DetectionSet, DetectionSet]:
+def open_training_sets(cfg: TrainConfig, verbose: bool = True) -> tuple[DetectionSet, DetectionSet]:
+    """The training and validation sets of ``cfg``, restricted to the classes it trains (the data's,
+    ``--classes`` or, fine-tuning, the initial model's order first); read once per run."""
+    init_labels = tuple(load_checkpoint(cfg.init)["labels"]) if cfg.init else None
     train_set, val_set = open_detection(cfg.data, cfg.format, val_data=cfg.val_data or None,
                                         images=cfg.images or None, seed=cfg.seed, strict=cfg.strict)
     labels = choose_labels(train_set.labels, cfg.classes, init_labels)
@@ -173,13 +176,14 @@ def plot_results(csv_path: Path, out: Path) -> Path | None:
     return save_plot(fig, out, list(axes), legend_size=8)
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train; returns the best checkpoint (``<run_dir>/best.pt``)."""
+def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = None) -> Path:
+    """Train on ``sets`` (default: opened from ``cfg``); returns the best checkpoint
+    (``<run_dir>/best.pt``)."""
     rank, world = _distributed()
     torch.manual_seed(cfg.seed)
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     init = load_checkpoint(cfg.init) if cfg.init else None
-    train_set, val_set = _open_data(cfg, tuple(init["labels"]) if init else None, rank == 0)
+    train_set, val_set = sets or open_training_sets(cfg, verbose=rank == 0)
     labels = train_set.labels
     family = init["family"] if init else cfg.model
     model = build_model(family, num_classes=len(labels), input_size=cfg.input_size)

@@ -21,7 +21,7 @@ def _row(run: Path) -> str:
     last = len(stages) - 1
     validated = [r for r in rows if r[f"val_map_s{last}"]]
     best = max(validated, key=lambda r: sum(float(r[f"val_map_s{k}"]) for k in range(len(stages))))
-    minutes = report["timings"].get("train_s", sum(float(r["time_s"]) for r in rows)) / 60
+    minutes = sum(float(r["time_s"]) for r in rows) / 60  # training epochs only; survives --resume
     return (f"| {run.name} | {cells} | {len(rows)} | {best['epoch']} | {minutes:.1f} | "
             f"{report['val_images']} |")
 
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--names", nargs="*", help="run folders to tabulate (default: every one with eval.json)")
     args = p.parse_args()
     runs = [args.runs / n for n in args.names] if args.names else sorted(p.parent for p in args.runs.glob("*/eval.json"))
-    print("| run | stage 0 mAP@0.5 / mAP@0.5:0.95 | stage 1 | stage 2 | epochs | best epoch | train min | val images |")
+    print("| run | stage 0 mAP@0.5 / mAP@0.5:0.95 | stage 1 | stage 2 | epochs | best epoch | train min (epochs) | val images |")
     print("|---|---|---|---|---|---|---|---|")
     for run in runs:
         print(_row(run))
