@@ -1,6 +1,6 @@
 # Everything runs inside the project's venv (.venv, made by scripts/setup_env.sh), with the ROS 2
 # environment that .venv/bin/activate exports (scripts/env.sh).
-#   make setup     create/refresh .venv (idempotent; a no-op when nothing changed)
+#   make setup     create/refresh .venv (idempotent; a no-op when nothing changed); ORT=gpu: onnxruntime-gpu
 #   make install   incremental build + install of the package (messages + Python) into .venv
 #   make test      setup + install, then pytest test/ against the installed package
 #   make demo | bench | train | export | eval   [ARGS="..."]
@@ -20,10 +20,17 @@ DEMO_ARGS ?= --source $(ROAD_SIGNS) --frames 40 --rate 10 --out demo_out
 
 .PHONY: setup install test demo bench train export eval clean distclean
 
+# ONNX Runtime flavour: `make setup ORT=gpu` replaces onnxruntime by onnxruntime-gpu (CUDA,
+# TensorRT), `make setup ORT=cpu` goes back; without ORT the venv keeps the flavour it has.
+ifdef ORT
+export ANYTIME_ORT := $(ORT)
+.PHONY: $(STAMP)  # an explicit flavour always re-checks the environment (seconds when nothing changes)
+endif
+
 setup: $(STAMP)
 
 # Re-run the setup only when its inputs change (setup_env.sh has its own finer stamps too).
-$(STAMP): scripts/setup_env.sh scripts/env.sh $(wildcard requirements/*.txt) $(wildcard ../shared/ros2/README.md)
+$(STAMP): scripts/setup_env.sh scripts/env.sh $(wildcard requirements/*.txt requirements/*/*.txt) $(wildcard ../shared/ros2/README.md)
 	scripts/setup_env.sh all
 	touch $@
 

@@ -16,7 +16,6 @@ setup(
     data_files=[("share/anytime_perception/config", ["config/modes.yaml", "config/params.yaml"])],
     install_requires=[
         "numpy",
-        "onnxruntime",
         "pyyaml",
         "psutil",
         "opencv-python-headless",
@@ -25,6 +24,9 @@ setup(
         # Exact torch pin: an open range pulls a multi-GB CUDA build from PyPI.
         "eval": ["pycocotools", "tqdm"],
         "train": ["torch==2.13.0", "onnx", "tqdm", "pycocotools", "matplotlib"],
+        # ONNX Runtime: exactly one of these (both provide the onnxruntime module and cannot
+        # coexist): pip install '.[cpu]' or, for CUDA/TensorRT, pip install '.[gpu]'.
+        "cpu": ["onnxruntime"],
         "gpu": ["onnxruntime-gpu"],
     },
     entry_points={

@@ -106,12 +106,14 @@ class _Listener(Node):
         self.diagnostics = status_values(msg) or self.diagnostics
 
 
-def bench_ros(model_dir: Path, frames: list[np.ndarray], threads: int, rate: float = 10.0) -> dict:
+def bench_ros(model_dir: Path, frames: list[np.ndarray], threads: int, providers: str = "CPUExecutionProvider",
+              rate: float = 10.0) -> dict:
     """The real node over DDS: adapter overhead, camera-stamp latency, RSS, no torch."""
     domain = str(30 + os.getpid() % 60)
     node = subprocess.Popen(["anytime_node", "--ros-args", "-p", f"model:={model_dir}", "-p",
                              "vehicle_mode:=performance", "-p", "preempt_on_new_frame:=false", "-p",
-                             f"intra_op_threads:={threads}", "-p", "diagnostics_period_s:=0.5"],
+                             f"intra_op_threads:={threads}", "-p", "diagnostics_period_s:=0.5",
+                             "-p", f"providers:=[{providers}]"],
                             env={**os.environ, "ROS_DOMAIN_ID": domain},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.environ["ROS_DOMAIN_ID"] = domain
@@ -157,7 +159,8 @@ def markdown(rt: dict, ros: dict, args: argparse.Namespace) -> str:
 Command: `make bench` (`python bench/bench_latency.py --frames {args.frames} --threads {args.threads}`).
 Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()};
 model `{args.model.name}`; {rt['frames']} runs on real road_signs validation frames at 640x480,
-anytime and static interleaved frame by frame in one process (ONNX Runtime CPU, {args.threads} thread(s)).
+anytime and static interleaved frame by frame in one process (ONNX Runtime {rt['sessions_got']},
+{args.threads} thread(s); carry between stages {'bound on ' + rt['device'] + ' (IOBinding)' if rt['device_carry'] else 'in host arrays'}).
 
 ## Latency (ms, from the frame in memory: preprocessing, inference, decoding)
 
@@ -196,11 +199,23 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "road_signs")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--providers", default="CPUExecutionProvider",
+                        help="ONNX Runtime providers, comma-separated (GPU: CUDAExecutionProvider,CPUExecutionProvider)")
+    parser.add_argument("--device-carry", choices=("auto", "on", "off"), default="auto",
+                        help="carry between stages bound with IOBinding (auto: on for a GPU provider)")
+    parser.add_argument("--strict-providers", action="store_true", help="fail if a provider is missing or fell back")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "benchmark.md")
     args = parser.parse_args()
     frames = [cv2.resize(read_rgb(s.image_path), (640, 480)) for s in load_split(args.data, "val")[: args.frames]]
-    rt = bench_runtime(AnytimeModel(args.model, threads=args.threads), frames)
-    ros = bench_ros(args.model.resolve(), frames, args.threads)
+    model = AnytimeModel(args.model, providers=args.providers.split(","), threads=args.threads,
+                         strict_providers=args.strict_providers,
+                         device_carry={"auto": None, "on": True, "off": False}[args.device_carry])
+    for warning in model.provider_warnings:
+        print(f"warning: {warning}")
+    rt = bench_runtime(model, frames)
+    rt.update(sessions_got=", ".join(sorted({p for got in model.session_providers for p in got})),
+              device=model.device, device_carry=model.device_carry)
+    ros = bench_ros(args.model.resolve(), frames, args.threads, args.providers)
     report = markdown(rt, ros, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)

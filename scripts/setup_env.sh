@@ -12,11 +12,30 @@ BUILD="$ROOT/build"
 PYTHON="${PYTHON:-python3}"
 log() { echo "[setup_env] $*"; }
 
+# ONNX Runtime flavour: ANYTIME_ORT=cpu|gpu (make setup ORT=gpu); default: the venv's current one,
+# else cpu. onnxruntime and onnxruntime-gpu both provide the onnxruntime module: the other one is
+# uninstalled before this one is installed, never both.
+ort_flavour() {
+    local ort="${ANYTIME_ORT:-$(cat "$V/.onnxruntime" 2>/dev/null || echo cpu)}"
+    case "$ort" in cpu|gpu) echo "$ort" ;;
+        *) echo "[setup_env] ORT=$ort: give cpu (onnxruntime) or gpu (onnxruntime-gpu)" >&2; exit 2 ;;
+    esac
+}
+
 setup_venv() {
+    local ort other
+    ort="$(ort_flavour)"
     [ -x "$V/bin/python" ] || { log "creating $V"; "$PYTHON" -m venv "$V"; }
+    other="$([ "$ort" = gpu ] && echo onnxruntime || echo onnxruntime-gpu)"
+    if "$V/bin/python" -m pip show -q "$other" >/dev/null 2>&1; then
+        log "ORT=$ort: uninstalling $other first (it cannot coexist with $(tail -1 "$ROOT/requirements/onnxruntime/$ort.txt"))"
+        "$V/bin/python" -m pip uninstall -q -y "$other"
+        rm -f "$V/.requirements.sha256"  # the module folder they share must be reinstalled
+    fi
 
     # pip only when the requirement lists changed (stamp = hash of their contents).
-    local reqs=("$ROOT"/requirements/*.txt) args=() hash stamp="$V/.requirements.sha256"
+    local reqs=("$ROOT"/requirements/*.txt "$ROOT/requirements/onnxruntime/$ort.txt") args=() hash
+    local stamp="$V/.requirements.sha256"
     hash="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
         for r in "${reqs[@]}"; do args+=(-r "$r"); done
@@ -25,6 +44,7 @@ setup_venv() {
         _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$V/bin/python" -m pip install -q "${args[@]}"
         echo "$hash" > "$stamp"
     fi
+    echo "$ort" > "$V/.onnxruntime"
 }
 
 # The wheels' exported CMake files hard-code the build machine's Python and numpy include dirs

@@ -68,3 +68,59 @@ def test_package_xml_is_an_interface_package_built_with_ament_cmake():
     cmake = (REPO / "CMakeLists.txt").read_text()
     for interface in sorted((REPO / "msg").glob("*.msg")) + sorted((REPO / "srv").glob("*.srv")):
         assert f"{interface.parent.name}/{interface.name}" in cmake
+
+
+def _requirements(path) -> set[str]:
+    return {line.split("#")[0].strip() for line in path.read_text().splitlines()} - {""}
+
+
+def test_onnxruntime_flavours_are_never_installed_together():
+    """onnxruntime and onnxruntime-gpu provide the same module: one install set names one of them."""
+    common = set().union(*(_requirements(p) for p in (REPO / "requirements").glob("*.txt")))
+    assert not {"onnxruntime", "onnxruntime-gpu"} & common
+    assert _requirements(REPO / "requirements" / "onnxruntime" / "cpu.txt") == {"onnxruntime"}
+    assert _requirements(REPO / "requirements" / "onnxruntime" / "gpu.txt") == {"onnxruntime-gpu"}
+    setup = ast.parse((REPO / "setup.py").read_text())
+    call = next(n for n in ast.walk(setup) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    keywords = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg in ("install_requires", "extras_require")}
+    assert not {"onnxruntime", "onnxruntime-gpu"} & set(keywords["install_requires"])
+    extras = keywords["extras_require"]
+    assert extras["cpu"] == ["onnxruntime"] and extras["gpu"] == ["onnxruntime-gpu"]
+    assert all(not {"onnxruntime", "onnxruntime-gpu"} & set(v) for k, v in extras.items() if k not in ("cpu", "gpu"))
+
+
+def test_setup_rejects_an_unknown_onnxruntime_flavour():
+    import subprocess
+
+    done = subprocess.run([str(REPO / "scripts" / "setup_env.sh"), "env"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "ANYTIME_ORT": "tpu"}, timeout=60)
+    assert done.returncode == 2 and "ORT=tpu: give cpu (onnxruntime) or gpu (onnxruntime-gpu)" in done.stderr
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", []), ("CPUExecutionProvider", ["CPUExecutionProvider"]),
+    ("CUDAExecutionProvider,CPUExecutionProvider", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("[CUDAExecutionProvider, CPUExecutionProvider]", ["CUDAExecutionProvider", "CPUExecutionProvider"])])
+def test_launch_providers_argument(text, expected):
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed (make setup builds it from ../shared/ros2)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("node_launch", REPO / "launch" / "node.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parse_providers(text) == expected
+    with pytest.raises(ValueError, match="provider names"):
+        module.parse_providers("[1, 2]")
+
+
+def test_multi_camera_launch_rejects_bad_camera_lists():
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed (make setup builds it from ../shared/ros2)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("multi_camera_launch", REPO / "launch" / "multi_camera.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parse_cameras(" front, rear ") == ["front", "rear"]
+    for bad in ("", "front,front", "front/left", "1st"):
+        with pytest.raises(ValueError, match="cameras:="):
+            module.parse_cameras(bad)

@@ -12,8 +12,11 @@ import shutil
 import signal
 import subprocess
 import time
+from contextlib import ExitStack, closing, contextmanager
+from typing import Iterator
 
 import cv2
+import onnxruntime
 import pytest
 
 from anytime_perception.data import load_split, read_rgb
@@ -40,27 +43,39 @@ def frames(road_signs_root):
     return [cv2.resize(read_rgb(s.image_path), (640, 480)) for s in load_split(road_signs_root, "val")[:6]]
 
 
-@pytest.fixture(scope="module")
-def launched(frames):
-    """`ros2 launch anytime_perception node.launch.py` in its own process group, and a probe that
-    has seen the launched node answer a frame."""
-    launch = subprocess.Popen(["ros2", "launch", "anytime_perception", "node.launch.py", "vehicle_mode:=performance"],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    probe = RosProbe(DOMAIN)
+@contextmanager
+def ros2_launch(launch_file: str, *arguments: str, domain: int = DOMAIN) -> Iterator[list[str]]:
+    """`ros2 launch anytime_perception <launch_file> <arguments>` in its own process group; on exit
+    Ctrl-C (SIGINT to the group, as a terminal sends it) and the launch must end without a
+    traceback. Yields a list that holds the launch's output once it has ended."""
+    launch = subprocess.Popen(["ros2", "launch", "anytime_perception", launch_file, *arguments],
+                              env={**os.environ, "ROS_DOMAIN_ID": str(domain)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output: list[str] = []
     try:
-        probe.wait_for_node(frames[0], timeout=60)
-        yield probe
+        yield output
     finally:
-        probe.close()
         os.killpg(launch.pid, signal.SIGINT)  # what Ctrl-C does: launch shuts its nodes down
         try:
-            output = launch.communicate(timeout=20)[0]
+            output.append(launch.communicate(timeout=20)[0])
         except subprocess.TimeoutExpired:
             os.killpg(launch.pid, signal.SIGKILL)
-            output = launch.communicate()[0]
-        print(output)
-        assert "Traceback" not in output, output
+            output.append(launch.communicate()[0])
+        print(output[0])
+    assert "Traceback" not in output[0], output[0]
+
+
+@pytest.fixture(scope="module")
+def launched(frames):
+    """`ros2 launch anytime_perception node.launch.py` and a probe that has seen the launched node
+    answer a frame."""
+    with ros2_launch("node.launch.py", "vehicle_mode:=performance"):
+        probe = RosProbe(DOMAIN)
+        try:
+            probe.wait_for_node(frames[0], timeout=60)
+            yield probe
+        finally:
+            probe.close()
 
 
 def test_ros2_launch_starts_the_node_with_the_launch_arguments(launched):
@@ -155,3 +170,38 @@ def test_managed_node_configure_error_leaves_it_unconfigured_with_the_reason(tmp
         output = stop(node)
     assert node.returncode == 0 and "Traceback" not in output, output
     assert "cannot configure" in output and "no_such_model" in output
+
+
+def test_multi_camera_launch_runs_one_node_per_camera_without_cross_talk(frames):
+    """`ros2 launch anytime_perception multi_camera.launch.py cameras:=front,rear`, with a GPU
+    provider asked for first: this CPU build of onnxruntime lacks it, so each node warns and runs
+    on the CPU; `ros2 param set` on one camera leaves the other's mode alone."""
+    domain = DOMAIN + 3
+    with ExitStack() as stack:
+        output = stack.enter_context(ros2_launch("multi_camera.launch.py", "cameras:=front,rear",
+                                                 "providers:=CUDAExecutionProvider,CPUExecutionProvider",
+                                                 domain=domain))
+        front = stack.enter_context(closing(RosProbe(domain, "/front/anytime_perception")))
+        rear = stack.enter_context(closing(RosProbe(domain, "/rear/anytime_perception")))
+        for probe in (front, rear):
+            probe.wait_for_node(frames[0], timeout=60)
+        rear_before = len(rear.messages("refined"))
+        front.send_in_turn(frames[1:3], 100)
+        assert len(rear.messages("refined")) == rear_before, "the rear node answered the front camera"
+        front_before = len(front.messages("refined"))
+        rear.send_in_turn(frames[1:3], 200)
+        assert len(front.messages("refined")) == front_before, "the front node answered the rear camera"
+
+        done = subprocess.run(["ros2", "param", "set", *NO_DAEMON, "/rear/anytime_perception", "vehicle_mode",
+                               "power_saving"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "ROS_DOMAIN_ID": str(domain)})
+        assert "Set parameter successful" in done.stdout, done.stdout + done.stderr
+        front.send_in_turn(frames[3:4], 300)
+        rear.send_in_turn(frames[3:4], 400)
+        assert front.finals()[300].mode == "normal" and rear.finals()[400].mode == "power_saving"
+    log = output[0]
+    for camera in ("front", "rear"):
+        assert f"[{camera}.anytime_perception]" in log or f"/{camera}/anytime_perception" in log, log
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():  # CI: the CPU build
+        assert log.count("providers: ['CUDAExecutionProvider'] not available") == 2, log
+        assert log.count("sessions got [('CPUExecutionProvider',)]") == 2, log

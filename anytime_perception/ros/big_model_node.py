@@ -38,6 +38,8 @@ class BigModelNode(Node):
             read_only=True, description="big model directory, or a model name under the package's models/"))
         self.declare_parameter("service", "/perception/appeal", read_only)
         self.declare_parameter("providers", ["CPUExecutionProvider"], read_only)
+        self.declare_parameter("strict_providers", False, ParameterDescriptor(
+            read_only=True, description="true: a requested provider that is missing or fell back fails the start"))
         self.declare_parameter("intra_op_threads", 0, read_only)
         self.declare_parameter("score_threshold", 0.05, ParameterDescriptor(
             read_only=True, description="lowest score answered; the vehicle applies its own threshold on top"))
@@ -51,7 +53,10 @@ class BigModelNode(Node):
         if not param("diagnostics_period_s").value > 0:
             raise ValueError(f"diagnostics_period_s must be > 0, got {param('diagnostics_period_s').value}")
         model = AnytimeModel(resolve_share_path(param("model").value, "models", DEFAULT_MODEL),
-                             providers=list(param("providers").value), threads=param("intra_op_threads").value)
+                             providers=list(param("providers").value), threads=param("intra_op_threads").value,
+                             strict_providers=param("strict_providers").value)
+        for warning in model.provider_warnings:
+            self.get_logger().warning(f"providers: {warning}")
         self.big = BigModel(model, threshold)
         self.answered, self.refused = 0, 0
         self.server_ms: deque[float] = deque(maxlen=300)
@@ -60,7 +65,8 @@ class BigModelNode(Node):
         # the timer also wakes the executor regularly: a shutdown signal never waits for the next request
         self.diagnostics_timer = self.create_timer(param("diagnostics_period_s").value, self.diagnostics_callback)
         self.get_logger().info(f"serving appeals on {param('service').value} with {model.manifest.name} "
-                               f"({model.manifest.total_macs / 1e6:.0f} M MACs, providers {model.providers})")
+                               f"({model.manifest.total_macs / 1e6:.0f} M MACs, sessions got "
+                               f"{sorted(set(model.session_providers))})")
 
     def appeal_callback(self, request: Appeal.Request, response: Appeal.Response) -> Appeal.Response:
         """Answer one appeal; bad requests get an ``error`` and the server keeps serving."""

@@ -65,7 +65,11 @@ class AnytimePerception:
             description="modes YAML (default: the package's config/modes.yaml)", read_only=True))
         self.declare_parameter("model", DEFAULT_MODEL, ParameterDescriptor(
             description="model directory, or a model name under the package's models/", read_only=True))
-        self.declare_parameter("providers", ["CPUExecutionProvider"], read_only)
+        self.declare_parameter("providers", ["CPUExecutionProvider"], ParameterDescriptor(
+            read_only=True, description="ONNX Runtime execution providers in priority order"))
+        self.declare_parameter("strict_providers", False, ParameterDescriptor(
+            read_only=True, description="true: a requested provider that is missing or that a session fell back "
+                                        "from fails the start; false: a warning, the node runs on the rest"))
         self.declare_parameter("intra_op_threads", 1, read_only)
         self.declare_parameter("gate_rule", "", ParameterDescriptor(
             read_only=True, description="calibrated exit rule of the model; empty: the manifest's default"))
@@ -103,7 +107,10 @@ class AnytimePerception:
         model = AnytimeModel(resolve_share_path(param("model").value, "models", DEFAULT_MODEL),
                              providers=list(param("providers").value),
                              threads=param("intra_op_threads").value,
-                             gate_rule=param("gate_rule").value or None)
+                             gate_rule=param("gate_rule").value or None,
+                             strict_providers=param("strict_providers").value)
+        for warning in model.provider_warnings:
+            self.get_logger().warning(f"providers: {warning}")
         modes = load_modes(resolve_share_path(param("modes_file").value, "config", "modes.yaml"), model.manifest.total_macs)
         self.engine = AnytimeEngine(model, modes, param("vehicle_mode").value,
                                     score_threshold=param("score_threshold").value,
@@ -140,7 +147,9 @@ class AnytimePerception:
         m = model.manifest
         self.get_logger().info(
             f"model {m.name}: {model.num_stages} stages, MACs {[s.macs for s in m.stages]}, "
-            f"providers {model.providers}; mode {self.engine.mode.name}")
+            f"providers requested {list(model.requested_providers)}, sessions got "
+            f"{sorted(set(model.session_providers))}{' (carry bound on ' + model.device + ')' if model.device_carry else ''}; "
+            f"mode {self.engine.mode.name}")
 
     def _appealer(self, model: AnytimeModel, modes: ModeTable) -> Appealer | None:
         """Appeals for a model with an appeal head, in the modes that allow them (None: local only)."""

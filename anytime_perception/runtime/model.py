@@ -6,14 +6,18 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import onnxruntime as ort
+try:
+    import onnxruntime as ort
+except ImportError as exc:  # the package leaves the flavour to the installer: CPU or GPU build
+    raise ImportError("anytime_perception needs ONNX Runtime: pip install 'anytime_perception[cpu]' (onnxruntime) "
+                      "or 'anytime_perception[gpu]' (onnxruntime-gpu), or make setup [ORT=gpu]") from exc
 
 from ..letterbox import Letterbox
 from .decoder import decode_centernet
 from .exit_rules import DERIVED_RULES, PEAK_FLOOR, confidence_features, detection_features, rule_scores
 from .manifest import IMAGE_INPUT, Manifest, ManifestError, StageSpec, load_manifest
 
-__all__ = ["AnytimeModel", "available_providers", "StageOutput", "StageStep"]
+__all__ = ["AnytimeModel", "available_providers", "ProviderError", "StageOutput", "StageStep"]
 
 Carry = dict[str, np.ndarray]
 StageOutput = tuple[Carry, dict[str, np.ndarray], float | None]  # new carry, heads, confidence
@@ -33,6 +37,16 @@ class StageStep:
 def available_providers() -> list[str]:
     """Execution providers this onnxruntime build offers (CUDA/TensorRT with onnxruntime-gpu)."""
     return ort.get_available_providers()
+
+
+class ProviderError(ValueError):
+    """A requested execution provider is not what a session got (strict providers)."""
+
+
+# Providers that keep tensors in device memory: with them the carry stays there between stages.
+DEVICE_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
+                    "ROCMExecutionProvider": "cuda", "MIGraphXExecutionProvider": "cuda",
+                    "DmlExecutionProvider": "dml"}
 
 
 def _session(stage: StageSpec, providers: Sequence[str], threads: int) -> ort.InferenceSession:
@@ -62,22 +76,50 @@ class AnytimeModel:
         providers: ONNX Runtime execution providers in priority order (default CPU).
         threads: intra-op threads per session (0: onnxruntime decides).
         gate_rule: the exit rule whose confidence the stages report (default: the manifest's).
+        strict_providers: a requested provider this onnxruntime lacks, or one a session fell back
+            from, raises ``ProviderError``; otherwise it is dropped and said in ``provider_warnings``.
+        device_carry: keep the carry between stages as ONNX Runtime values bound with IOBinding
+            (on the device of a GPU provider, so refinement does not copy it through host memory);
+            default: on when the sessions run on a device provider.
+
+    After loading, ``session_providers`` holds the providers each stage's session actually got.
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 threads: int = 0, gate_rule: str | None = None) -> None:
+                 threads: int = 0, gate_rule: str | None = None, strict_providers: bool = False,
+                 device_carry: bool | None = None) -> None:
+        if not providers:
+            raise ValueError("providers: empty list; give at least one, e.g. [CPUExecutionProvider]")
+        self.provider_warnings: list[str] = []
         unknown = [p for p in providers if p not in available_providers()]
         if unknown:
-            raise ValueError(f"providers {unknown} not available; this onnxruntime has {available_providers()}")
+            message = (f"{unknown} not available in this onnxruntime build (it has "
+                       f"{available_providers()}; for CUDA install onnxruntime-gpu in place of onnxruntime)")
+            if strict_providers or len(unknown) == len(providers):
+                raise ProviderError(message)
+            self.provider_warnings.append(message + f"; running on {[p for p in providers if p not in unknown]}")
         self.manifest: Manifest = load_manifest(path)
-        self.providers = tuple(providers)
+        self.requested_providers = tuple(providers)
+        self.providers = tuple(p for p in providers if p not in unknown)
         self.gate_rule = gate_rule or self.manifest.gate_rule
         if gate_rule is not None and gate_rule not in self.manifest.gates:
             raise ValueError(f"gate rule {gate_rule!r} is not calibrated in {self.manifest.name}; "
                              f"calibrated: {sorted(self.manifest.gates) or 'none'}")
-        self.sessions = [_session(s, providers, threads) for s in self.manifest.stages]
-        self._full_session = (_session(self.manifest.full_model, providers, threads)
+        self.sessions = [_session(s, self.providers, threads) for s in self.manifest.stages]
+        self._full_session = (_session(self.manifest.full_model, self.providers, threads)
                               if self.manifest.full_model else None)
+        self.session_providers = [tuple(s.get_providers()) for s in self.sessions]
+        for spec, got in zip(self.manifest.stages, self.session_providers):
+            missing = [p for p in self.providers if p not in got]
+            if missing:  # e.g. onnxruntime-gpu without a usable CUDA: the session fell back
+                message = f"{spec.name}: session fell back from {missing}, runs on {list(got)}"
+                if strict_providers:
+                    raise ProviderError(message)
+                self.provider_warnings.append(message)
+        first = self.session_providers[0][0]
+        self.device = DEVICE_PROVIDERS.get(first, "cpu")
+        self.device_carry = self.device != "cpu" if device_carry is None else device_carry
+        self._device_image: tuple[np.ndarray, ort.OrtValue] | None = None
 
     @property
     def num_stages(self) -> int:
@@ -110,7 +152,45 @@ class AnytimeModel:
     def run_stage_outputs(self, k: int, image: np.ndarray,
                           carry: Carry) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
         """Stage ``k`` with every confidence output of its graph (for calibration)."""
+        if self.device_carry:
+            return self._run_bound(self.sessions[k], self.manifest.stages[k],
+                                   {**carry, IMAGE_INPUT: self._on_device(image, fresh=k == 0)})
         return self._run(self.sessions[k], self.manifest.stages[k], {**carry, IMAGE_INPUT: image})
+
+    def _on_device(self, image: np.ndarray, fresh: bool) -> ort.OrtValue:
+        """The image as a device value, uploaded once per frame: at stage 0 (``fresh``), and
+        again only if a later stage is given another array."""
+        if fresh or self._device_image is None or self._device_image[0] is not image:
+            self._device_image = (image, ort.OrtValue.ortvalue_from_numpy(image, self.device, 0))
+        return self._device_image[1]
+
+    def _run_bound(self, session: ort.InferenceSession, spec: StageSpec,
+                   available: dict) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
+        """One graph call through IOBinding: the carry outputs stay on the model's device as
+        OrtValues (the next stage binds them as inputs without a copy); heads and confidences come
+        back to host memory."""
+        binding = session.io_binding()
+        for name in spec.inputs:
+            value = available[name]
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        carried = list(dict.fromkeys(spec.carry_outputs))
+        host = [n for n in dict.fromkeys(list(spec.head_outputs.values()) + list(spec.confidence_outputs.values()))
+                if n not in carried]
+        for name in carried:
+            binding.bind_output(name, self.device, 0)
+        for name in host:
+            binding.bind_output(name, "cpu")
+        session.run_with_iobinding(binding)
+        values = dict(zip(carried + host, binding.get_outputs()))
+        carry = {n: values[n] for n in spec.carry_outputs}
+        needed = set(spec.head_outputs.values()) | set(spec.confidence_outputs.values())
+        arrays = {n: values[n].numpy() for n in needed}  # a carried head (cumulative logits) is copied once
+        heads = {key: arrays[name] for key, name in spec.head_outputs.items()}
+        confidences = {rule: float(np.ravel(arrays[name])[0]) for rule, name in spec.confidence_outputs.items()}
+        return carry, heads, confidences
 
     def gate_score(self, k: int, heads: dict[str, np.ndarray], confidences: dict[str, float]) -> float | None:
         """Stage ``k``'s score under the gate rule (None without a rule)."""
