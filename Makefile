@@ -3,7 +3,7 @@
 #   make setup     create/refresh .venv (idempotent; a no-op when nothing changed); ORT=gpu: onnxruntime-gpu
 #   make install   incremental build + install of the package (messages + Python) into .venv
 #   make test      setup + install, then pytest test/ against the installed package
-#   make demo | bench | train | export | eval   [ARGS="..."]
+#   make demo | bench | bench-stream | train | export | eval   [ARGS="..."]
 SHELL := /bin/bash
 .SHELLFLAGS := -e -o pipefail -c
 
@@ -18,7 +18,7 @@ ROAD_SIGNS := $(DATASETS)/road_signs
 MODEL ?= models/road_signs_anywidth
 DEMO_ARGS ?= --source $(ROAD_SIGNS) --frames 40 --rate 10 --out demo_out
 
-.PHONY: setup install test demo bench train export eval clean distclean
+.PHONY: setup install test demo bench bench-stream train export eval clean distclean
 
 # ONNX Runtime flavour: `make setup ORT=gpu` replaces onnxruntime by onnxruntime-gpu (CUDA,
 # TensorRT), `make setup ORT=cpu` goes back; without ORT the venv keeps the flavour it has.
@@ -54,6 +54,17 @@ bench: install
 #   make train DATA=path/to/set OUT=models/NAME ARGS="--epochs 100"
 train: install
 	$(RUN) anytime_train --data $(or $(DATA),$(ROAD_SIGNS)) --out $(or $(OUT),models/road_signs_retrained) $(ARGS)
+
+# Accuracy against time (docs/results/streaming.md): the road_signs validation split as a rosbag2
+# recording, replayed into the real node at 10/20/30 Hz with 0/1/2 busy cores, anytime vs static.
+PEER ?= $(abspath ../shared/peers/yolo11n_road_signs_320.onnx)
+STREAM_BAG := runs/stream/road_signs_val.mcap
+bench-stream: install
+	$(RUN) anytime_bag make --images $(ROAD_SIGNS) --split val --rate 20 --size 640x480 --out $(STREAM_BAG)
+	$(RUN) python -m anytime_perception.eval.stream --bag $(STREAM_BAG) --model $(MODEL) \
+	    --modes normal performance --no-load-variants --static $(MODEL)/static $(wildcard $(PEER)) \
+	    --rates 10 20 30 --contention 0 1 2 --json docs/results/streaming.json \
+	    --markdown docs/results/streaming_tables.md --plot docs/results/streaming.png $(ARGS)
 
 export: install
 	$(RUN) python -m anytime_perception.export $(ARGS)

@@ -19,6 +19,7 @@ setup(
         "pyyaml",
         "psutil",
         "opencv-python-headless",
+        "rosbags",  # rosbag2 recordings (anytime_bag, anytime_replay --bag)
     ],
     extras_require={
         # Exact torch pin: an open range pulls a multi-GB CUDA build from PyPI.
@@ -39,6 +40,7 @@ setup(
             "anytime_train=anytime_perception.training.__main__:main",
             "anytime_export=anytime_perception.export.__main__:main",
             "anytime_eval=anytime_perception.eval.__main__:main",
+            "anytime_bag=anytime_perception.bag.__main__:main",
         ],
     },
 )

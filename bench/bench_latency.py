@@ -33,7 +33,7 @@ from anytime_perception.msg import DetectionArray
 from anytime_perception.ros.conversions import status_values
 from anytime_perception.ros.replay import ReplayNode
 from anytime_perception.runtime import AnytimeEngine, AnytimeModel
-from anytime_perception.runtime.decoder import decode_centernet
+from anytime_perception.runtime.decoder import decode
 from anytime_perception.runtime.modes import parse_modes
 from anytime_perception.runtime.preprocess import Preprocessor
 
@@ -61,7 +61,7 @@ def bench_runtime(model: AnytimeModel, frames: list[np.ndarray]) -> dict:
                 t1 = time.perf_counter()
                 heads = model.run_full(x)
                 t2 = time.perf_counter()
-                decode_centernet(heads, manifest.decoder, box, manifest.labels, engine.score_threshold)
+                decode(heads, manifest.decoder, box, manifest.labels, engine.score_threshold)
                 static_total.append((time.perf_counter() - t0) * 1e3)
                 static_compute.append((t2 - t1) * 1e3)
             else:

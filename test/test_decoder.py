@@ -1,4 +1,5 @@
-"""CenterNet decoding: peaks, NMS, threshold, letterbox inverse; round trip with the training encoder."""
+"""CenterNet decoding: peaks, NMS, threshold, letterbox inverse; round trip with the training encoder.
+YOLO decoding: class-wise NMS, multi-label candidates, threshold, max detections; the dispatcher."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 from anytime_perception.letterbox import Letterbox, letterbox
 from anytime_perception.nets.centernet import encode_targets
-from anytime_perception.runtime.decoder import decode_centernet
+from anytime_perception.runtime.decoder import decode, decode_centernet, decode_yolo, nms
 from anytime_perception.runtime.manifest import DecoderSpec
 
 SPEC = DecoderSpec("centernet", stride=8, max_detections=10, nms_kernel=3)
@@ -78,3 +79,74 @@ def test_encode_then_decode_recovers_boxes_in_image_pixels():
         assert d.center_y == pytest.approx((y0 + y1) / 2, abs=0.5)
         assert d.width == pytest.approx(x1 - x0, rel=1e-3)
         assert d.height == pytest.approx(y1 - y0, rel=1e-3)
+
+
+YOLO = DecoderSpec("yolo", max_detections=300, nms_iou=0.7)
+
+
+def _yolo(*boxes, anchors=8, classes=2):
+    """[1, 4 + C, N]: one anchor per (cx, cy, w, h, {class: score})."""
+    out = np.zeros((1, 4 + classes, anchors), np.float32)
+    for i, (cx, cy, w, h, scores) in enumerate(boxes):
+        out[0, :4, i] = cx, cy, w, h
+        for c, score in scores.items():
+            out[0, 4 + c, i] = score
+    return {"predictions": out}
+
+
+def _iou_at(shift):
+    """IoU of two 10 x 10 boxes shifted by ``shift`` along x."""
+    return (10 - shift) / (10 + shift)
+
+
+def test_yolo_nms_keeps_the_best_of_overlapping_boxes_of_one_class():
+    heads = _yolo((40, 40, 10, 10, {0: 0.6}), (41, 40, 10, 10, {0: 0.9}), (70, 70, 10, 10, {0: 0.5}))
+    dets = decode_yolo(heads, YOLO, IDENTITY, ("a", "b"), 0.3)
+    assert [d.center_x for d in dets] == [41, 70]
+    assert [d.score for d in dets] == pytest.approx([0.9, 0.5])
+
+
+def test_yolo_nms_keeps_overlapping_boxes_of_different_classes_and_both_labels_of_one_anchor():
+    heads = _yolo((40, 40, 10, 10, {0: 0.9}), (40, 40, 10, 10, {1: 0.8}), (60, 60, 10, 10, {0: 0.7, 1: 0.6}))
+    dets = decode_yolo(heads, YOLO, IDENTITY, ("a", "b"), 0.3)
+    assert [(d.label, d.center_x) for d in dets] == [("a", 40), ("b", 40), ("a", 60), ("b", 60)]
+
+
+@pytest.mark.parametrize("shift, kept", [(1, 1), (2, 2)])  # IoU 0.82 (suppressed), 0.67 (kept) at 0.7
+def test_yolo_nms_drops_a_box_only_above_the_iou_threshold(shift, kept):
+    assert (_iou_at(1) > 0.7) and (_iou_at(2) < 0.7)
+    heads = _yolo((40, 40, 10, 10, {1: 0.9}), (40 + shift, 40, 10, 10, {1: 0.8}))
+    assert len(decode(heads, YOLO, IDENTITY, ("a", "b"), 0.3)) == kept
+
+
+def test_yolo_threshold_and_max_detections_apply_highest_first():
+    boxes = [(10 + 20 * (i % 4), 10 + 20 * (i // 4), 8, 8, {0: 0.1 + 0.1 * i}) for i in range(8)]
+    dets = decode_yolo(_yolo(*boxes), DecoderSpec("yolo", max_detections=3, nms_iou=0.7), IDENTITY, ("a", "b"), 0.45)
+    assert [round(d.score, 2) for d in dets] == [0.8, 0.7, 0.6]
+    assert decode_yolo(_yolo(*boxes), YOLO, IDENTITY, ("a", "b"), 0.95) == []
+
+
+def test_yolo_boxes_are_mapped_back_through_the_letterbox():
+    _, box = letterbox(np.zeros((100, 200, 3), np.uint8), 80)  # scale 0.4, image at canvas y 20..60
+    (det,) = decode_yolo(_yolo((40, 40, 20, 8, {1: 0.9})), YOLO, box, ("a", "b"), 0.3)
+    assert (det.label, det.center_x, det.center_y, det.width, det.height) == pytest.approx(("b", 100, 50, 50, 20))
+
+
+def test_vectorised_nms_matches_a_plain_greedy_reference():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, (300, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (300, 2))], 1)
+    scores = rng.uniform(0, 1, 300)
+
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = w * h
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    reference = []
+    for i in np.argsort(-scores):
+        if all(iou(boxes[i], boxes[j]) <= 0.5 for j in reference):
+            reference.append(i)
+    assert nms(boxes, scores, 0.5, 1000).tolist() == reference
+    assert nms(boxes, scores, 0.5, 7).tolist() == reference[:7]

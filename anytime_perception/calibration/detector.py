@@ -17,7 +17,7 @@ from ..runtime.exit_rules import PEAK_FLOOR, LinearPolicy, detection_features
 from ..runtime.model import AnytimeModel
 from ..runtime.preprocess import Preprocessor
 from ..runtime.types import Detection
-from ..runtime.decoder import decode_centernet
+from ..runtime.decoder import decode
 from .policy import fit_decision
 
 __all__ = ["DetectorRecords", "frames_match", "collect_detector", "learn_frame_gate"]
@@ -72,7 +72,7 @@ def collect_detector(model: AnytimeModel, images: list[np.ndarray], score_thresh
     for image in images:
         x, box = preprocess(image)
         for step in model.stages(x):
-            detections[step.k].append(decode_centernet(step.heads, manifest.decoder, box, manifest.labels, floor))
+            detections[step.k].append(decode(step.heads, manifest.decoder, box, manifest.labels, floor))
     matches = np.array([[frames_match(d, final, score_threshold) for d, final in zip(detections[k], detections[-1])]
                         for k in range(stages)])
     features = np.array([[detection_features(np.array([d.score for d in frame])) for frame in stage]

@@ -3,7 +3,9 @@
 ``python -m anytime_perception.eval --model models/road_signs_anywidth --data ../shared/datasets/road_signs``
 Runs the exported ONNX stages through the runtime (every stage, no scheduler), so it measures
 what the node ships. ``--data`` is any labelled set the training reads (COCO JSON, YOLO, VOC);
-its validation split is scored (``--split``), classes matched to the model's by name.
+its validation split is scored (``--split``), classes matched to the model's by name. A static
+detector is a one-stage model: e.g. ``models/road_signs_anywidth/static`` or an ultralytics YOLO
+export given as its ``.onnx`` file.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data import FORMATS, DataError, DetectionSet, load_split, read_rgb
-from ..runtime.decoder import decode_centernet
+from ..runtime.decoder import decode
 from ..runtime.manifest import ManifestError
 from ..runtime.model import AnytimeModel
 from ..runtime.preprocess import Preprocessor
@@ -35,12 +37,11 @@ def evaluate_set(model: AnytimeModel, data: DetectionSet, score_threshold: float
     for sample in tqdm(data.samples, desc=f"eval {manifest.name}", disable=not progress, leave=False):
         x, box = preprocess(read_rgb(sample.image_path))
         for step in model.stages(x):
-            detections[step.k].append(decode_centernet(step.heads, manifest.decoder, box, manifest.labels,
-                                                       score_threshold))
+            detections[step.k].append(decode(step.heads, manifest.decoder, box, manifest.labels, score_threshold))
     rows, macs = score_stages(data, detections, manifest.labels), 0
     for row, stage in zip(rows, manifest.stages):
         macs += stage.macs
-        row.update(cumulative_macs=macs, macs_fraction=macs / manifest.total_macs)
+        row.update(cumulative_macs=macs, macs_fraction=macs / manifest.total_macs if manifest.total_macs else 1.0)
     return rows
 
 
@@ -83,7 +84,8 @@ def plot(rows_by_model: dict[str, list[dict]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anytime_perception.eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, nargs="+", help="model directories (with manifest.yaml)")
+    parser.add_argument("--model", required=True, nargs="+",
+                        help="model directories (with manifest.yaml) or ultralytics YOLO detection exports (.onnx)")
     parser.add_argument("--data", required=True, help="labelled set: COCO .json, YOLO folder or VOC folder")
     parser.add_argument("--format", default="auto", choices=FORMATS)
     parser.add_argument("--images", help="COCO: folder the JSON's file_name entries are relative to")

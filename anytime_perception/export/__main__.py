@@ -1,5 +1,8 @@
 """CLI: ``python -m anytime_perception.export --checkpoint runs/.../last.pt --out models/NAME``.
 
+``python -m anytime_perception.export --static-from models/NAME`` writes only
+``models/NAME/static/manifest.yaml`` (the full graph as a one-stage model) of an exported detector.
+
 Detector checkpoints (``python -m anytime_perception.training``) become per-stage detector graphs;
 SteppingNet / any-width checkpoints (``python -m anytime_perception.training.stepping_run``),
 classifiers or detectors, become one graph per subnet increment; early-exit checkpoints
@@ -17,9 +20,10 @@ import torch
 from ..nets.appeal_detector import detector_predictor
 from ..nets.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint, model_from_state
 from ..nets.stepping import SteppingNet
+from ..runtime.manifest import ManifestError
 from .appeal import AppealOutputs, export_single_stage
 from .early_exit import export_early_exit
-from .stages import APPEAL, export_stages, verify_stages
+from .stages import APPEAL, export_stages, verify_stages, write_static_model
 from .stepping import export_stepping, head_outputs
 
 
@@ -108,10 +112,22 @@ def _export_big_little(state: dict, out: str, name: str) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint (last.pt)")
-    parser.add_argument("--out", required=True, help="model directory to write")
+    parser.add_argument("--checkpoint", help="training checkpoint (last.pt)")
+    parser.add_argument("--out", help="model directory to write")
     parser.add_argument("--name", default=None, help="model name in the manifest (default: out dir name)")
+    parser.add_argument("--static-from", metavar="MODEL_DIR",
+                        help="instead: write MODEL_DIR/static/manifest.yaml from an exported detector's full graph")
     args = parser.parse_args(argv)
+    if args.static_from:
+        if args.checkpoint or args.out:
+            parser.error("--static-from takes no --checkpoint/--out")
+        try:
+            print(f"wrote {write_static_model(args.static_from)}")
+        except ManifestError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        return
+    if not (args.checkpoint and args.out):
+        parser.error("--checkpoint and --out are required (or --static-from)")
     name = args.name or args.out.rstrip("/").split("/")[-1]
     try:
         state = load_checkpoint(args.checkpoint)

@@ -2,7 +2,8 @@
 
 Stage ``k``'s graph reads the image and the carry of stages ``< k`` (named ``<layer>.<group>``) and
 writes its own carry and its head; the runtime keeps the carry between calls, so nothing is
-recomputed. A static single graph of the full model (``full.onnx``) is exported for benchmarks.
+recomputed. A static single graph of the full model (``full.onnx``) is exported for benchmarks;
+a detector's is also a one-stage model of its own, ``static/manifest.yaml`` (``write_static_model``).
 """
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ from torch import Tensor, nn
 
 from ..nets.contract import AnytimeDetector
 from ..runtime.manifest import APPEAL_OUTPUT as APPEAL
-from ..runtime.manifest import DecoderSpec, InputSpec, Manifest, StageSpec, save_manifest
+from ..runtime.manifest import DecoderSpec, InputSpec, Manifest, ManifestError, StageSpec, load_manifest, save_manifest
 from ..runtime.model import AnytimeModel
 from .macs import count_macs
 
 __all__ = ["export_stages", "verify_stages", "export_graph", "StageGraph", "StagePlan", "export_stage_graphs",
-           "export_full", "graph_inputs", "stage_entry", "centernet_decoder", "SOFTMAX", "write_manifest"]
+           "export_full", "graph_inputs", "stage_entry", "centernet_decoder", "SOFTMAX", "write_manifest",
+           "write_static_model", "STATIC_DIR"]
 
 HEADS = ("heatmap", "size", "offset")
 OPSET = 17
+STATIC_DIR = "static"  # <model dir>/static: the full graph as a one-stage model
 
 
 # (model, image, carry, k) -> (new carry entries, the stage's other outputs in graph order)
@@ -168,9 +171,35 @@ def export_full(module: nn.Module, image: Tensor, out: Path, heads: list[str]) -
 
 def write_manifest(out: Path, name: str, task: str, labels: tuple[str, ...], input_spec: InputSpec,
                    decoder: DecoderSpec, stages: list[StageSpec], full: StageSpec | None) -> Path:
-    """Write ``out/manifest.yaml`` through the runtime's own dataclasses (checked by loading it)."""
-    return save_manifest(Manifest(name, task, tuple(labels), input_spec, decoder, tuple(stages), full_model=full,
+    """Write ``out/manifest.yaml`` through the runtime's own dataclasses (checked by loading it);
+    a staged detector with a full graph also gets ``out/static/manifest.yaml``
+    (``write_static_model``)."""
+    path = save_manifest(Manifest(name, task, tuple(labels), input_spec, decoder, tuple(stages), full_model=full,
                                   root=Path(out)))
+    if task == "detection" and full is not None and len(stages) > 1:
+        write_static_model(out)
+    return path
+
+
+def write_static_model(model_dir: str | Path) -> Path:
+    """Write ``<model_dir>/static/manifest.yaml``: the model's full graph as a one-stage model (a
+    static detector for comparisons: same labels, input and decoder, the full graph's MACs, no
+    gates, no appeals). Its stage refers to ``../full.onnx``: the graph is not copied.
+
+    Returns the path written; ``ManifestError`` if the model has no full graph.
+    """
+    manifest = load_manifest(model_dir)
+    full = manifest.full_model
+    if full is None:
+        raise ManifestError(f"{model_dir}: the manifest has no full_model to make a static model of")
+    if len(manifest.stages) == 1:
+        raise ManifestError(f"{model_dir}: a one-stage model is static already")
+    root = manifest.root / STATIC_DIR
+    root.mkdir(exist_ok=True)
+    stage = StageSpec(full.name, full.file, full.macs, full.inputs, (), dict(full.head_outputs),
+                      image_input=full.image_input)
+    return save_manifest(Manifest(f"{manifest.name}_static", manifest.task, manifest.labels, manifest.input,
+                                  manifest.decoder, (stage,), full_model=stage, root=root))
 
 
 def export_stages(model: AnytimeDetector, out_dir: str | Path, name: str, labels: tuple[str, ...],

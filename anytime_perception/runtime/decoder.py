@@ -1,14 +1,17 @@
-"""Decoding in numpy: CenterNet heatmap peaks -> boxes in pixels of the incoming image; a
-classifier's logits -> one whole-image detection (its top class)."""
+"""Decoding in numpy: CenterNet heatmap peaks, or an ultralytics YOLO head's boxes after
+class-wise NMS, -> boxes in pixels of the incoming image; a classifier's logits -> one whole-image
+detection (its top class). ``decode`` picks the manifest's decoder."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..letterbox import Letterbox
-from .manifest import DecoderSpec
+from .manifest import YOLO_HEAD, DecoderSpec
 from .types import Detection
 
-__all__ = ["decode_centernet", "decode_softmax", "decode"]
+__all__ = ["decode_centernet", "decode_yolo", "decode_softmax", "decode", "nms"]
+
+MAX_NMS = 30000  # candidates entering NMS at most, highest scores first (as ultralytics)
 
 
 def _local_peaks(logits: np.ndarray, candidates: tuple[np.ndarray, ...], kernel: int) -> np.ndarray:
@@ -58,6 +61,66 @@ def decode_centernet(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox:
         cls.tolist(), scores.tolist(), centres.tolist(), width.tolist(), height.tolist())]
 
 
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int) -> np.ndarray:
+    """Greedy non-maximum suppression: indices of the kept ``boxes`` ([K, 4] x0, y0, x1, y1),
+    highest score first; a box overlapping a kept one at IoU > ``iou_threshold`` is dropped.
+    One vectorised step per kept box (at most ``max_keep``)."""
+    order = np.argsort(-scores, kind="stable")
+    x0, y0, x1, y1 = boxes.T
+    areas = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
+    keep = []
+    while order.size and len(keep) < max_keep:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.clip(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), 0, None)
+        h = np.clip(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), 0, None)
+        inter = w * h
+        union = areas[i] + areas[rest] - inter
+        order = rest[inter <= iou_threshold * np.maximum(union, 1e-9)]  # IoU <= threshold, no division
+    return np.asarray(keep, np.int64)
+
+
+def decode_yolo(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox: Letterbox,
+                labels: tuple[str, ...], score_threshold: float) -> list[Detection]:
+    """Decode one image's ultralytics YOLO detection output.
+
+    Every (anchor, class) score above ``score_threshold`` is a candidate (multi-label, as
+    ultralytics' validator; the CenterNet decoder likewise keeps per-class peaks); NMS is
+    class-wise at IoU ``spec.nms_iou``, at most ``spec.max_detections`` boxes, highest first.
+    Boxes are clipped to the image, as ultralytics does.
+
+    Args:
+        heads: ``predictions`` [1, 4 + C, N]: cx, cy, w, h in network input pixels, then C class
+            scores (already sigmoid) per anchor point.
+        spec: decoder settings (NMS IoU, max detections).
+        letterbox: the preprocessing transform to undo.
+        labels: class names by id.
+        score_threshold: minimum class score in [0, 1].
+
+    Returns:
+        Detections in pixels of the incoming image, highest score first.
+    """
+    pred = heads[YOLO_HEAD][0]  # [4 + C, N]
+    scores = pred[4:]  # [C, N]
+    cls, anchor = np.nonzero(scores > score_threshold)  # [K] each
+    values = scores[cls, anchor]
+    if values.size > MAX_NMS:
+        top = np.argpartition(-values, MAX_NMS)[:MAX_NMS]
+        cls, anchor, values = cls[top], anchor[top], values[top]
+    cx, cy, w, h = pred[:4, anchor].astype(np.float32)  # [K] each, network input pixels
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)  # [K, 4]
+    # class-wise NMS in one pass: each class's boxes moved to their own far-apart region
+    span = float(np.abs(boxes).max()) * 2 + 1 if boxes.size else 0.0
+    keep = nms(boxes + (cls * span)[:, None], values, spec.nms_iou, spec.max_detections)  # float64: exact offsets
+    cls, values, boxes = cls[keep], values[keep], boxes[keep]
+    image = letterbox.to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4)  # [K, 4] image pixels
+    image = np.clip(image, 0, [letterbox.width / letterbox.scale, letterbox.height / letterbox.scale] * 2)
+    x0, y0, x1, y1 = image.T
+    return [Detection(c, labels[c], s, x, y, bw, bh) for c, s, x, y, bw, bh in zip(
+        cls.tolist(), values.tolist(), ((x0 + x1) / 2).tolist(), ((y0 + y1) / 2).tolist(),
+        (x1 - x0).tolist(), (y1 - y0).tolist())]
+
+
 def decode_softmax(heads: dict[str, np.ndarray], letterbox: Letterbox, labels: tuple[str, ...],
                    score_threshold: float) -> list[Detection]:
     """A classifier's answer as one detection covering the whole incoming image: the top class of
@@ -74,7 +137,11 @@ def decode_softmax(heads: dict[str, np.ndarray], letterbox: Letterbox, labels: t
 
 def decode(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox: Letterbox, labels: tuple[str, ...],
            score_threshold: float) -> list[Detection]:
-    """Decode one image's heads with the manifest's decoder."""
+    """Decode one image's heads with the manifest's decoder (``spec.type``)."""
     if spec.type == "softmax":
         return decode_softmax(heads, letterbox, labels, score_threshold)
-    return decode_centernet(heads, spec, letterbox, labels, score_threshold)
+    if spec.type == "yolo":
+        return decode_yolo(heads, spec, letterbox, labels, score_threshold)
+    if spec.type == "centernet":
+        return decode_centernet(heads, spec, letterbox, labels, score_threshold)
+    raise ValueError(f"decoder type {spec.type!r} unknown")

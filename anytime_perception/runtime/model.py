@@ -1,4 +1,8 @@
-"""An anytime model at run time: one ONNX Runtime session per stage, carry kept between calls."""
+"""An anytime model at run time: one ONNX Runtime session per stage, carry kept between calls.
+
+A static detector is a one-stage model: a model directory whose one stage is its whole graph, or
+an ultralytics YOLO detection export given as its ``.onnx`` file (``manifest.yolo_manifest``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,9 +17,9 @@ except ImportError as exc:  # the package leaves the flavour to the installer: C
                       "or 'anytime_perception[gpu]' (onnxruntime-gpu), or make setup [ORT=gpu]") from exc
 
 from ..letterbox import Letterbox
-from .decoder import decode_centernet
+from .decoder import decode
 from .exit_rules import DERIVED_RULES, PEAK_FLOOR, confidence_features, detection_features, rule_scores
-from .manifest import IMAGE_INPUT, Manifest, ManifestError, StageSpec, load_manifest
+from .manifest import IMAGE_INPUT, YOLO_HEAD, Manifest, ManifestError, StageSpec, check_yolo_output, load_manifest
 
 __all__ = ["AnytimeModel", "available_providers", "ProviderError", "StageOutput", "StageStep"]
 
@@ -49,7 +53,8 @@ DEVICE_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider"
                     "DmlExecutionProvider": "dml"}
 
 
-def _session(stage: StageSpec, providers: Sequence[str], threads: int) -> ort.InferenceSession:
+def _session(stage: StageSpec, providers: Sequence[str], threads: int,
+             manifest: Manifest | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
@@ -58,13 +63,17 @@ def _session(stage: StageSpec, providers: Sequence[str], threads: int) -> ort.In
     except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
         raise ManifestError(f"{stage.name}.file: {stage.file} is not a loadable ONNX graph: {exc}") from exc
     graph_inputs = {i.name for i in session.get_inputs()}
-    graph_outputs = {o.name for o in session.get_outputs()}
-    if graph_inputs != set(stage.inputs):
-        raise ManifestError(f"{stage.name}.inputs: manifest says {sorted(stage.inputs)}, graph has {sorted(graph_inputs)}")
+    graph_outputs = {o.name: o for o in session.get_outputs()}
+    if graph_inputs != set(stage.graph_inputs()):
+        raise ManifestError(f"{stage.name}.inputs: manifest says {sorted(stage.graph_inputs())}, "
+                            f"graph has {sorted(graph_inputs)}")
     declared = set(stage.carry_outputs) | set(stage.head_outputs.values())
     declared |= set(stage.confidence_outputs.values())
-    if not declared <= graph_outputs:
-        raise ManifestError(f"{stage.name}: outputs {sorted(declared - graph_outputs)} not in the graph")
+    if not declared <= set(graph_outputs):
+        raise ManifestError(f"{stage.name}: outputs {sorted(declared - set(graph_outputs))} not in the graph")
+    if manifest is not None and manifest.decoder.type == "yolo":
+        head = stage.head_outputs[YOLO_HEAD]
+        check_yolo_output(list(graph_outputs[head].shape), manifest.labels, f"{stage.name}.head_outputs.{YOLO_HEAD}")
     return session
 
 
@@ -72,7 +81,8 @@ class AnytimeModel:
     """Loads a manifest and runs its stages one at a time.
 
     Args:
-        path: model directory or its ``manifest.yaml``.
+        path: model directory or its ``manifest.yaml``, or an ultralytics YOLO detection export
+            (``.onnx``: a one-stage model, see ``manifest.yolo_manifest``).
         providers: ONNX Runtime execution providers in priority order (default CPU).
         threads: intra-op threads per session (0: onnxruntime decides).
         gate_rule: the exit rule whose confidence the stages report (default: the manifest's).
@@ -105,9 +115,8 @@ class AnytimeModel:
         if gate_rule is not None and gate_rule not in self.manifest.gates:
             raise ValueError(f"gate rule {gate_rule!r} is not calibrated in {self.manifest.name}; "
                              f"calibrated: {sorted(self.manifest.gates) or 'none'}")
-        self.sessions = [_session(s, self.providers, threads) for s in self.manifest.stages]
-        self._full_session = (_session(self.manifest.full_model, self.providers, threads)
-                              if self.manifest.full_model else None)
+        self.sessions = [_session(s, self.providers, threads, self.manifest) for s in self.manifest.stages]
+        self._full_session = self._full(threads)
         self.session_providers = [tuple(s.get_providers()) for s in self.sessions]
         for spec, got in zip(self.manifest.stages, self.session_providers):
             missing = [p for p in self.providers if p not in got]
@@ -120,6 +129,17 @@ class AnytimeModel:
         self.device = DEVICE_PROVIDERS.get(first, "cpu")
         self.device_carry = self.device != "cpu" if device_carry is None else device_carry
         self._device_image: tuple[np.ndarray, ort.OrtValue] | None = None
+
+    def _full(self, threads: int) -> ort.InferenceSession | None:
+        """The full model's session: a stage's own when it is the same graph (a one-stage static
+        model), else its own."""
+        full = self.manifest.full_model
+        if full is None:
+            return None
+        for spec, session in zip(self.manifest.stages, self.sessions):
+            if spec.file.resolve() == full.file.resolve() and spec.graph_inputs() == full.graph_inputs():
+                return session
+        return _session(full, self.providers, threads, self.manifest)
 
     @property
     def num_stages(self) -> int:
@@ -145,7 +165,7 @@ class AnytimeModel:
         manifest = self.manifest
         if manifest.task == "detection":
             size = manifest.input.size
-            peaks = decode_centernet(heads, manifest.decoder, Letterbox.fit(size, size, size), manifest.labels, PEAK_FLOOR)
+            peaks = decode(heads, manifest.decoder, Letterbox.fit(size, size, size), manifest.labels, PEAK_FLOOR)
             return detection_features(np.array([d.score for d in peaks]))
         return confidence_features(np.ravel(heads["logits"]), confidences.get("confidence"))
 
@@ -173,9 +193,9 @@ class AnytimeModel:
         for name in spec.inputs:
             value = available[name]
             if isinstance(value, ort.OrtValue):
-                binding.bind_ortvalue_input(name, value)
+                binding.bind_ortvalue_input(spec.graph_name(name), value)
             else:
-                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+                binding.bind_cpu_input(spec.graph_name(name), np.ascontiguousarray(value))
         carried = list(dict.fromkeys(spec.carry_outputs))
         host = [n for n in dict.fromkeys(list(spec.head_outputs.values()) + list(spec.confidence_outputs.values()))
                 if n not in carried]
@@ -215,7 +235,7 @@ class AnytimeModel:
         """New carry, heads and every confidence output of one graph call."""
         names = list(spec.carry_outputs) + list(spec.head_outputs.values()) + list(spec.confidence_outputs.values())
         names = list(dict.fromkeys(names))  # a carry tensor may also be a head (cumulative logits)
-        values = dict(zip(names, session.run(names, {n: available[n] for n in spec.inputs})))
+        values = dict(zip(names, session.run(names, {spec.graph_name(n): available[n] for n in spec.inputs})))
         carry = {n: values[n] for n in spec.carry_outputs}
         heads = {key: values[name] for key, name in spec.head_outputs.items()}
         confidences = {rule: float(np.ravel(values[name])[0]) for rule, name in spec.confidence_outputs.items()}
