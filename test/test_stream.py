@@ -62,7 +62,8 @@ def test_stream_summary_counts_answers_finals_and_reasons():
 
 def test_short_real_run_of_the_harness(road_signs_root, tmp_path):
     """`anytime_bag make` on six validation frames, then the harness: the real node on the anytime
-    model (with and without the load ceiling) and on its static full graph, one busy process."""
+    model (with its modes' load ceiling and with a lower one) and on its static full graph, one
+    busy process."""
     import subprocess
 
     from anytime_perception.eval import stream
@@ -75,12 +76,12 @@ def test_short_real_run_of_the_harness(road_signs_root, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "stream.json"
     model = REPO / "models" / "road_signs_anywidth"
-    code = stream.main(["--bag", str(bag), "--model", str(model), "--modes", "normal", "--no-load-variants",
+    code = stream.main(["--bag", str(bag), "--model", str(model), "--modes", "normal", "--ceiling-variants", "normal=0.5",
                         "--static", str(model / "static"), "--rates", "10", "--contention", "1",
                         "--json", str(out), "--plot", str(tmp_path / "stream.png")])
     assert code == 0
     report = json.loads(out.read_text())
-    assert [r["system"] for r in report["runs"]] == ["anytime:normal", "anytime:normal:no-load",
+    assert [r["system"] for r in report["runs"]] == ["anytime:normal", "anytime:normal:ceiling=0.5",
                                                       "static:road_signs_anywidth"]
     for run in report["runs"]:
         assert run["frames"] == 6 and run["contention"] == 1 and run["rate_hz"] == 10
@@ -102,3 +103,12 @@ def test_harness_rejects_bad_inputs(tmp_path, capsys):
     bad.write_text(json.dumps({"images": [{"id": 1}], "categories": []}))
     with pytest.raises(ValueError, match="stamp_ns"):
         stream.load_stream_annotations(bad)
+
+
+def test_ceiling_variants_are_parsed_with_reasons():
+    from anytime_perception.eval.stream import parse_ceiling_variants
+
+    assert parse_ceiling_variants(["normal=0.9", "power_saving=1"]) == [("normal", 0.9), ("power_saving", 1.0)]
+    for bad in ("normal", "normal=0", "normal=1.5", "=0.5", "normal=high"):
+        with pytest.raises(ValueError, match="MODE=CEILING"):
+            parse_ceiling_variants([bad])

@@ -1,12 +1,12 @@
 """Accuracy against time on a recording: the real node, replayed frames, competing CPU load.
 
     python -m anytime_perception.eval.stream --bag runs/stream/road_signs_val.mcap \\
-        --model models/road_signs_anywidth --modes normal performance \\
+        --model models/road_signs_anywidth --modes normal performance --ceiling-variants normal=0.9 \\
         --static models/road_signs_anywidth/static ../shared/peers/yolo11n_road_signs_320.onnx \\
         --rates 10 20 30 --contention 0 1 2 --json docs/results/streaming.json --plot docs/results/streaming.png
 
-For each system (``anytime:<mode>``: the anytime model in that vehicle mode; ``anytime:<mode>:no-load``:
-the same with the mode's CPU-load ceiling lifted; ``static:<name>``: a one-stage model, e.g. the
+For each system (``anytime:<mode>``: the anytime model in that vehicle mode; ``anytime:<mode>:ceiling=X``:
+the same with the mode's CPU-load ceiling at X; ``static:<name>``: a one-stage model, e.g. the
 anytime model's own full graph or a YOLO export) one real ``anytime_node`` process runs; for each
 contention level K, K busy processes (plain Python loops at normal priority, one core each)
 compete for the CPU, and for each rate R the bag's frames are published to the node at R Hz with
@@ -54,27 +54,44 @@ class System:
     modes_file: str
 
 
-def _lift_load_ceiling(modes_file: str, out_dir: Path) -> str:
-    """A copy of the modes file with every mode's CPU-load ceiling at 1.0 (never stop for load)."""
+def _with_load_ceiling(modes_file: str, mode: str, ceiling: float, out_dir: Path) -> str:
+    """A copy of the modes file with ``mode``'s CPU-load ceiling set to ``ceiling``."""
     table = yaml.safe_load(Path(modes_file).read_text())
-    for mode in table["modes"].values():
-        mode["cpu_load_ceiling"] = 1.0
-    path = out_dir / "modes_no_load_ceiling.yaml"
+    if mode not in table.get("modes", {}):
+        raise ValueError(f"--ceiling-variants: no mode {mode!r} in {modes_file}")
+    table["modes"][mode]["cpu_load_ceiling"] = ceiling
+    path = out_dir / f"modes_{mode}_ceiling_{ceiling:g}.yaml"
     path.write_text(yaml.safe_dump(table, sort_keys=False))
     return str(path)
 
 
-def parse_systems(model: str | None, modes: Sequence[str], statics: Sequence[str], no_load: bool,
-                  modes_file: str, work_dir: Path) -> list[System]:
-    """The systems to run: the anytime model in each mode (and without the load ceiling if
-    ``no_load``), then each static model in the default mode ``normal``."""
+def parse_ceiling_variants(items: Sequence[str]) -> list[tuple[str, float]]:
+    """``normal=0.9`` -> [("normal", 0.9)]: run that mode again with that CPU-load ceiling."""
+    variants = []
+    for item in items:
+        mode, _, value = item.partition("=")
+        try:
+            ceiling = float(value)
+        except ValueError:
+            ceiling = -1.0
+        if not mode or not 0.0 < ceiling <= 1.0:
+            raise ValueError(f"--ceiling-variants {item!r}: give MODE=CEILING with CEILING in (0, 1], e.g. normal=0.9")
+        variants.append((mode, ceiling))
+    return variants
+
+
+def parse_systems(model: str | None, modes: Sequence[str], statics: Sequence[str],
+                  ceiling_variants: Sequence[tuple[str, float]], modes_file: str, work_dir: Path) -> list[System]:
+    """The systems to run: the anytime model in each mode as the modes file has it, each
+    ``(mode, ceiling)`` variant (that mode with another CPU-load ceiling), then each static model
+    in the default mode ``normal``."""
     systems = []
     if model:
-        lifted = _lift_load_ceiling(modes_file, work_dir) if no_load else None
         for mode in modes:
             systems.append(System(f"anytime:{mode}", model, mode, modes_file))
-            if lifted:
-                systems.append(System(f"anytime:{mode}:no-load", model, mode, lifted))
+        for mode, ceiling in ceiling_variants:
+            systems.append(System(f"anytime:{mode}:ceiling={ceiling:g}", model, mode,
+                                  _with_load_ceiling(modes_file, mode, ceiling, work_dir)))
     for path in statics:
         name = Path(path).stem if path.endswith(".onnx") else Path(path).resolve().parent.name \
             if Path(path).name == "static" else Path(path).name
@@ -227,9 +244,10 @@ def _load_frames(bag: str | Path, count: int) -> list[tuple[int, object]]:
     return frames
 
 
-def _start_node(system: System, domain: int, threads: int) -> subprocess.Popen:
+def _start_node(system: System, domain: int, threads: int, score_threshold: float) -> subprocess.Popen:
     command = ["anytime_node", "--ros-args", "-p", f"model:={system.model}", "-p", f"vehicle_mode:={system.mode}",
-               "-p", f"modes_file:={system.modes_file}", "-p", f"intra_op_threads:={threads}"]
+               "-p", f"modes_file:={system.modes_file}", "-p", f"intra_op_threads:={threads}",
+               "-p", f"score_threshold:={score_threshold}"]
     return subprocess.Popen(command, env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -245,10 +263,11 @@ def _stop_node(node: subprocess.Popen) -> str:
 
 def run_system(system: System, frames: list[tuple[int, object]], labels: tuple[str, ...],
                truths: list, rates: Sequence[float], contentions: Sequence[int], domain: int,
-               threads: int = 1, taus: Sequence[float] = TAUS_MS, log=print) -> list[dict]:
+               threads: int = 1, score_threshold: float = 0.05, taus: Sequence[float] = TAUS_MS,
+               log=print) -> list[dict]:
     """One node process for ``system``; a run per (contention, rate). Returns the runs' records."""
     recorder = _Recorder(domain)
-    node = _start_node(system, domain, threads)
+    node = _start_node(system, domain, threads, score_threshold)
     runs = []
     try:
         recorder.wait_for_node(frames[0][1])
@@ -292,7 +311,8 @@ def run_system(system: System, frames: list[tuple[int, object]], labels: tuple[s
 
 
 def run_grid(systems: Sequence[System], bag: str, annotations: str, rates: Sequence[float],
-             contentions: Sequence[int], frames: int = 0, threads: int = 1, log=print) -> dict:
+             contentions: Sequence[int], frames: int = 0, threads: int = 1, score_threshold: float = 0.05,
+             log=print) -> dict:
     """Every system over every (contention, rate); the JSON document of the issue."""
     labels, stamps, truths = load_stream_annotations(annotations)
     loaded = _load_frames(bag, frames)
@@ -304,9 +324,11 @@ def run_grid(systems: Sequence[System], bag: str, annotations: str, rates: Seque
     domain = 30 + os.getpid() % 60
     runs = []
     for system in systems:
-        runs += run_system(system, loaded, labels, truths, rates, contentions, domain, threads, log=log)
+        runs += run_system(system, loaded, labels, truths, rates, contentions, domain, threads, score_threshold,
+                           log=log)
     return {"bag": str(bag), "annotations": str(annotations), "frames": len(loaded), "labels": list(labels),
-            "taus_ms": list(TAUS_MS), "cores": psutil.cpu_count(), "threads": threads, "runs": runs,
+            "taus_ms": list(TAUS_MS), "cores": psutil.cpu_count(), "threads": threads,
+            "score_threshold": score_threshold, "runs": runs,
             "command": "python -m anytime_perception.eval.stream " + " ".join(sys.argv[1:])}
 
 
@@ -355,14 +377,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--annotations", help="COCO JSON with frame stamps (default: the bag's .coco.json beside it)")
     p.add_argument("--model", help="the anytime model (directory or name under the package's models/)")
     p.add_argument("--modes", nargs="+", default=["normal"], help="vehicle modes to run the anytime model in")
-    p.add_argument("--no-load-variants", action="store_true",
-                   help="also run each anytime mode with its CPU-load ceiling lifted (':no-load')")
+    p.add_argument("--ceiling-variants", nargs="*", default=[], metavar="MODE=CEILING",
+                   help="also run the anytime model in MODE with this CPU-load ceiling (e.g. normal=0.9): "
+                        "what stopping for load costs and buys")
     p.add_argument("--modes-file", default=None, help="modes YAML (default: the package's)")
     p.add_argument("--static", nargs="*", default=[], help="one-stage models: model directories or YOLO .onnx exports")
     p.add_argument("--rates", "--rate", nargs="+", type=float, default=[20.0], help="replay rates in Hz")
     p.add_argument("--contention", nargs="+", type=int, default=[0], help="busy processes competing for the CPU")
     p.add_argument("--frames", type=int, default=0, help="use only the first N frames of the bag")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads of the node")
+    p.add_argument("--score-threshold", type=float, default=0.05,
+                   help="the node's score_threshold: low, so that mAP sees the ranking as offline evaluation does "
+                        "(the node's default 0.3 cuts the precision-recall curve short)")
     p.add_argument("--json", type=Path, help="write the report here")
     p.add_argument("--markdown", type=Path, help="write the tables here")
     p.add_argument("--plot", type=Path, help="write the profiles here (png)")
@@ -374,9 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rates must be > 0 and --contention >= 0")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            systems = parse_systems(args.model, args.modes, args.static, args.no_load_variants,
+            systems = parse_systems(args.model, args.modes, args.static, parse_ceiling_variants(args.ceiling_variants),
                                     args.modes_file or str(default_modes_file()), Path(tmp))
-            report = run_grid(systems, args.bag, annotations, args.rates, args.contention, args.frames, args.threads)
+            report = run_grid(systems, args.bag, annotations, args.rates, args.contention, args.frames, args.threads,
+                              args.score_threshold)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
