@@ -81,6 +81,48 @@ def test_encode_then_decode_recovers_boxes_in_image_pixels():
         assert d.height == pytest.approx(y1 - y0, rel=1e-3)
 
 
+
+def test_neighbour_cells_regress_the_same_box_when_trained_at_a_radius():
+    """With regress_radius 1 every cell of the 3x3 around a box's centre cell carries its box (offset
+    in (-1, 2) cells): decoding a peak one cell off the centre still recovers the box exactly."""
+    truth = np.array([[50.0, 40.0, 130.0, 150.0]], np.float32)
+    r = 1
+    target = encode_targets(truth, np.array([0]), num_classes=1, grid=40, stride=8, regress_radius=r)
+    iy, ix = np.argwhere(target["mask"])[0]
+    assert target["weight"][iy, ix] == 1.0 and 0 < target["weight"][iy + 1, ix + 1] < 1
+    assert target["weight"][iy + 2, ix].item() == 0.0  # outside the radius
+    assert np.array_equal(encode_targets(truth, np.array([0]), 1, 40, 8)["weight"],
+                          encode_targets(truth, np.array([0]), 1, 40, 8)["mask"])  # radius 0: centre only
+    spec = DecoderSpec("centernet", 8, offset_range=r)
+    eps = 1e-6
+    for dy, dx in ((0, 0), (1, 0), (-1, 1), (1, 1)):
+        heatmap = np.full((1, 1, 40, 40), -10.0, np.float32)
+        heatmap[0, 0, iy + dy, ix + dx] = 5.0  # the peak lands off the centre cell
+        fraction = np.clip((target["offset"] + r) / (2 * r + 1), eps, 1 - eps)
+        heads = {"heatmap": heatmap, "size": target["size"][None], "offset": np.log(fraction / (1 - fraction))[None]}
+        (d,) = decode_centernet(heads, spec, Letterbox(1.0, 0, 0, 320, 320), ("a",), 0.5)
+        assert (d.center_x, d.center_y) == pytest.approx((90.0, 95.0), abs=1e-3)
+        assert (d.width, d.height) == pytest.approx((80.0, 110.0), rel=1e-4)
+
+
+def test_giou_loss_is_zero_for_the_target_boxes_and_grows_with_the_error():
+    import torch
+
+    from anytime_perception.nets.centernet import centernet_loss
+
+    truth = np.array([[50.0, 40.0, 130.0, 150.0]], np.float32)
+    target = {k: torch.from_numpy(v)[None] for k, v in encode_targets(truth, np.array([0]), 1, 40, 8,
+                                                                       regress_radius=1).items()}
+    fraction = ((target["offset"] + 1) / 3).clamp(1e-6, 1 - 1e-6)
+    perfect = {"heatmap": torch.zeros(1, 1, 40, 40), "size": target["size"].clone(),
+               "offset": torch.log(fraction / (1 - fraction))}
+    exact = centernet_loss(perfect, target, offset_range=1, giou=2.0)
+    assert exact["giou"].item() == pytest.approx(0.0, abs=1e-4) and exact["size"].item() == pytest.approx(0.0, abs=1e-6)
+    worse = dict(perfect, size=perfect["size"] + 0.3)
+    assert centernet_loss(worse, target, offset_range=1, giou=2.0)["giou"].item() > 0.1
+    assert "giou" not in centernet_loss(perfect, target)  # off by default
+
+
 YOLO = DecoderSpec("yolo", max_detections=300, nms_iou=0.7)
 
 

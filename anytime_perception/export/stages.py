@@ -102,9 +102,10 @@ def stage_entry(file: Path, inputs: list[str], carry_outputs: list[str], head_ou
                      dict(confidence_outputs or {}))
 
 
-def centernet_decoder(stride: int) -> DecoderSpec:
-    """The decoder of a CenterNet detector with output stride ``stride``."""
-    return DecoderSpec("centernet", stride, max_detections=50, nms_kernel=3)
+def centernet_decoder(stride: int, offset_range: int = 0) -> DecoderSpec:
+    """The decoder of a CenterNet detector with output stride ``stride`` (``offset_range``: its
+    offset head spans (-r, r + 1) cells)."""
+    return DecoderSpec("centernet", stride, max_detections=50, nms_kernel=3, offset_range=offset_range)
 
 
 SOFTMAX = DecoderSpec("softmax")
@@ -226,7 +227,7 @@ def export_stages(model: AnytimeDetector, out_dir: str | Path, name: str, labels
     stages = export_stage_graphs(model, _detector_step(predictor), model.num_stages, image, out, plan)
     full = export_full(_Full(model), image, out, list(HEADS))
     return write_manifest(out, name, "detection", labels, InputSpec(size, tuple(mean), tuple(std), pad_value),
-                          centernet_decoder(model.config.output_stride), stages, full)
+                          centernet_decoder(model.config.output_stride, getattr(model.config, "offset_range", 0)), stages, full)
 
 
 def verify_stages(expected: list[dict[str, Tensor]], out_dir: str | Path, image: Tensor) -> float:

@@ -33,6 +33,9 @@ class AnyWidthConfig:
     head_hidden: int = 48
     output_stride: int = 8
     patch_stem: bool = False  # 4x4 stride-4 patchify stem instead of 3x3 stride 2 + stride-2 conv
+    # box regression also at cells up to this many cells from a box's centre cell: the offset head
+    # then spans (-r, r + 1) cells (the decoder's ``offset_range``); 0: centre cell only, offset (0, 1)
+    offset_range: int = 0
 
     # the deepest layer's stride: the top-down neck needs input sizes that it divides
     max_stride = 32
@@ -140,12 +143,12 @@ def _pairwise(deep: list[int], lateral: list[int]) -> list[int]:
     return [d + l for d, l in zip(deep, lateral)]
 
 
-def anywidth_centernet_s3(num_classes: int, input_size: int = 320) -> AnyWidthDetector:
+def anywidth_centernet_s3(num_classes: int, input_size: int = 320, offset_range: int = 0) -> AnyWidthDetector:
     """Three-stage any-width CenterNet (stage widths 1/4, 1/2, 1 of every layer)."""
-    return AnyWidthDetector(AnyWidthConfig(num_classes=num_classes, input_size=input_size))
+    return AnyWidthDetector(AnyWidthConfig(num_classes=num_classes, input_size=input_size, offset_range=offset_range))
 
 
-def anywidth_centernet_patch_s3(num_classes: int, input_size: int = 320) -> AnyWidthDetector:
+def anywidth_centernet_patch_s3(num_classes: int, input_size: int = 320, offset_range: int = 0) -> AnyWidthDetector:
     """Three stages with a patchify stem, 1.25x widths and stage widths 1/5, 1/2, 1 of every layer.
 
     Stage 0 keeps the width of ``anywidth_centernet_s3``'s stage 0 while the later stages grow,
@@ -153,4 +156,4 @@ def anywidth_centernet_patch_s3(num_classes: int, input_size: int = 320) -> AnyW
     """
     return AnyWidthDetector(AnyWidthConfig(
         num_classes=num_classes, input_size=input_size, group_fractions=(0.2, 0.3, 0.5), patch_stem=True,
-        widths={"stem": 20, "c2": 40, "c3": 80, "c4": 160, "c5": 160, "neck": 80}))
+        widths={"stem": 20, "c2": 40, "c3": 80, "c4": 160, "c5": 160, "neck": 80}, offset_range=offset_range))

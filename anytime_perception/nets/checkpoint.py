@@ -44,6 +44,8 @@ def make_checkpoint(model: nn.Module, family: str, labels: tuple[str, ...], inpu
         extra: anything else to keep (optimizer state, epoch, training options, metrics).
     """
     config = {"num_classes": len(labels), "input_size": int(model.config.input_size)}
+    if getattr(model.config, "offset_range", 0):
+        config["offset_range"] = int(model.config.offset_range)
     return {"checkpoint_version": CHECKPOINT_VERSION, "family": family, "config": config, "labels": list(labels),
             "input": {k: (list(map(float, v)) if k in ("mean", "std") else int(v)) for k, v in input_spec.items()},
             "model": model.state_dict(), **extra}

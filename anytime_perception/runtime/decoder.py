@@ -51,7 +51,9 @@ def decode_centernet(heads: dict[str, np.ndarray], spec: DecoderSpec, letterbox:
     order = np.argsort(-logits[cls, ys, xs])[: spec.max_detections]
     cls, ys, xs = cls[order], ys[order], xs[order]
     scores = 1.0 / (1.0 + np.exp(-logits[cls, ys, xs]))
-    offset_x, offset_y = 1.0 / (1.0 + np.exp(-heads["offset"][0][:, ys, xs]))  # [2, K]
+    # the offset head's sigmoid spans the cell (0, 1), or (-r, r + 1) cells when trained at neighbours
+    r = spec.offset_range
+    offset_x, offset_y = (2 * r + 1) / (1.0 + np.exp(-heads["offset"][0][:, ys, xs])) - r  # [2, K]
     # a box spans at most the whole network input (G cells): an untrained or diverged size head
     # must not publish infinite boxes
     log_size = np.minimum(heads["size"][0][:, ys, xs], np.log(logits.shape[-1]))

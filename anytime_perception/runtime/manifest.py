@@ -60,14 +60,16 @@ class DecoderSpec:
     max_detections: int = 50
     nms_kernel: int = 3
     nms_iou: float = 0.7
+    offset_range: int = 0  # centernet: the offset head spans (-r, r + 1) cells (0: its centre cell only)
 
     def to_dict(self) -> dict:
         if self.type == "yolo":
             return {"type": self.type, "max_detections": int(self.max_detections), "nms_iou": float(self.nms_iou)}
         if self.type != "centernet":
             return {"type": self.type}
-        return {"type": self.type, "stride": int(self.stride), "max_detections": int(self.max_detections),
+        spec = {"type": self.type, "stride": int(self.stride), "max_detections": int(self.max_detections),
                 "nms_kernel": int(self.nms_kernel)}
+        return spec | ({"offset_range": int(self.offset_range)} if self.offset_range else {})
 
 
 YOLO_DECODER = DecoderSpec("yolo", max_detections=300, nms_iou=0.7)  # ultralytics' defaults
@@ -284,8 +286,11 @@ def _decoder(dec: Any, task: str) -> DecoderSpec:
     if kind == "softmax":
         return DecoderSpec("softmax")
     if kind == "centernet":
+        offset_range = dec.get("offset_range", 0)
+        if isinstance(offset_range, bool) or not isinstance(offset_range, int) or offset_range < 0:
+            raise ManifestError(f"decoder.offset_range: expected an integer >= 0, got {offset_range!r}")
         return DecoderSpec("centernet", _get(dec, "stride", "decoder", int), int(dec.get("max_detections", 50)),
-                           int(dec.get("nms_kernel", 3)))
+                           int(dec.get("nms_kernel", 3)), offset_range=offset_range)
     max_detections = (_get(dec, "max_detections", "decoder", int) if "max_detections" in dec
                       else YOLO_DECODER.max_detections)
     iou = dec.get("nms_iou", YOLO_DECODER.nms_iou)

@@ -40,6 +40,8 @@ HELP = {
     "init": "start from this model directory or checkpoint (fine-tuning; class layers re-initialised)",
     "limit_batches": "stop each epoch after this many batches (smoke runs)",
     "distill": "weight of in-place distillation of the smaller stages from the last",
+    "regress_radius": "also regress boxes at cells up to this many cells from a box's centre cell (0: centre only)",
+    "giou": "weight of a GIoU loss on the decoded boxes where they are regressed (0: off)",
 }
 
 

@@ -34,13 +34,14 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(self, data: DetectionSet, input_size: int, stride: int, augment: AugmentConfig | None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, regress_radius: int = 0) -> None:
         self.data = data
         self.samples = data.samples
         self.labels = data.labels
         self.num_classes = len(data.labels)
         self.images = [read_rgb(s.image_path) for s in self.samples]
         self.input_size, self.stride, self.augment = input_size, stride, augment
+        self.regress_radius = regress_radius
         self.rng = np.random.default_rng(seed)
 
     @classmethod
@@ -62,5 +63,6 @@ class DetectionDataset(Dataset):
             boxes = box.to_canvas(sample.boxes)
             labels = sample.labels
         x = (canvas.astype(np.float32) - MEAN) / STD
-        targets = encode_targets(boxes, labels, self.num_classes, self.input_size // self.stride, self.stride)
+        targets = encode_targets(boxes, labels, self.num_classes, self.input_size // self.stride, self.stride,
+                                 regress_radius=self.regress_radius)
         return torch.from_numpy(x.transpose(2, 0, 1).copy()), {k: torch.from_numpy(v) for k, v in targets.items()}

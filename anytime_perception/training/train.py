@@ -68,6 +68,8 @@ class TrainConfig:
     scale_min: float = 0.6
     scale_max: float = 1.4
     init: str = ""  # start from this model directory or checkpoint (fine-tuning)
+    regress_radius: int = 0  # also regress boxes at cells this close to a box's centre cell (0: centre only)
+    giou: float = 0.0  # weight of a GIoU loss on the decoded boxes where they are regressed (0: off)
 
 
 def input_spec(size: int) -> dict:
@@ -93,9 +95,9 @@ class Validator:
     (as the exported model will be): letterboxed inputs prepared once."""
 
     def __init__(self, data: DetectionSet, size: int, stride: int, labels: tuple[str, ...],
-                 batch_size: int = 16, score_threshold: float = 0.01) -> None:
+                 batch_size: int = 16, score_threshold: float = 0.01, offset_range: int = 0) -> None:
         self.data, self.labels, self.batch_size, self.score_threshold = data, labels, batch_size, score_threshold
-        self.decoder = DecoderSpec("centernet", stride)
+        self.decoder = DecoderSpec("centernet", stride, offset_range=offset_range)
         self.inputs, self.boxes = [], []
         for sample in data.samples:
             canvas, box = letterbox(read_rgb(sample.image_path), size, PAD_VALUE)
@@ -186,7 +188,8 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
     train_set, val_set = sets or open_training_sets(cfg, verbose=rank == 0)
     labels = train_set.labels
     family = init["family"] if init else cfg.model
-    model = build_model(family, num_classes=len(labels), input_size=cfg.input_size)
+    extra = {"offset_range": cfg.regress_radius} if cfg.regress_radius else {}
+    model = build_model(family, num_classes=len(labels), input_size=cfg.input_size, **extra)
     if init is not None:
         skipped = load_matching(model, init, labels)
         if rank == 0:
@@ -194,13 +197,15 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
     model = model.to(device)
     stride = model.config.output_stride
     augment = AugmentConfig(cfg.flip, cfg.scale_min, cfg.scale_max)
-    dataset = DetectionDataset(train_set, cfg.input_size, stride, augment, seed=cfg.seed + rank)
+    dataset = DetectionDataset(train_set, cfg.input_size, stride, augment, seed=cfg.seed + rank,
+                               regress_radius=cfg.regress_radius)
     sampler = DistributedSampler(dataset, world, rank, seed=cfg.seed) if world > 1 else None
     loader = DataLoader(dataset, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         drop_last=len(dataset) >= cfg.batch_size)
     if len(loader) == 0:
         raise ValueError(f"no training batches: {len(dataset)} training images")
-    validator = Validator(val_set, cfg.input_size, stride, labels) if rank == 0 and len(val_set) else None
+    validator = (Validator(val_set, cfg.input_size, stride, labels, offset_range=cfg.regress_radius)
+                 if rank == 0 and len(val_set) else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = min(cfg.limit_batches or len(loader), len(loader))
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
@@ -233,7 +238,7 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
             images = images.to(device)
             targets = {k: v.to(device) for k, v in targets.items()}
             outputs = net(images)
-            stage_losses = [sum(centernet_loss(p, targets).values())
+            stage_losses = [sum(centernet_loss(p, targets, cfg.regress_radius, cfg.giou).values())
                             + cfg.distill * heatmap_distillation(p, outputs[-1], targets) for p in outputs]
             loss = sum(stage_losses)
             optimizer.zero_grad(set_to_none=True)
