@@ -30,7 +30,9 @@ setup_venv() {
     if "$V/bin/python" -m pip show -q "$other" >/dev/null 2>&1; then
         log "ORT=$ort: uninstalling $other first (it cannot coexist with $(tail -1 "$ROOT/requirements/onnxruntime/$ort.txt"))"
         "$V/bin/python" -m pip uninstall -q -y "$other"
-        rm -f "$V/.requirements.sha256"  # the module folder they share must be reinstalled
+        # both ship the same onnxruntime/ files: the uninstall removed the kept one's too
+        _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 "$V/bin/python" -m pip install -q --force-reinstall --no-deps \
+            -r "$ROOT/requirements/onnxruntime/$ort.txt"
     fi
 
     # pip only when the requirement lists changed (stamp = hash of their contents).

@@ -105,6 +105,13 @@ def test_neighbour_cells_regress_the_same_box_when_trained_at_a_radius():
         assert (d.width, d.height) == pytest.approx((80.0, 110.0), rel=1e-4)
 
 
+def test_a_small_box_nearby_never_takes_a_large_box_centre_cell():
+    big, small = [0.0, 0.0, 96.0, 96.0], [44.0, 36.0, 60.0, 52.0]  # centre cells (6, 6) and (5, 6)
+    target = encode_targets(np.array([big, small], np.float32), np.array([0, 0]), 1, 40, 8, regress_radius=1)
+    assert target["weight"][6, 6] == 1.0 and np.exp(target["size"][:, 6, 6]) == pytest.approx([12.0, 12.0])
+    assert target["weight"][5, 6] == 1.0 and np.exp(target["size"][:, 5, 6]) == pytest.approx([2.0, 2.0])
+
+
 def test_giou_loss_is_zero_for_the_target_boxes_and_grows_with_the_error():
     import torch
 

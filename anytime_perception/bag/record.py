@@ -148,9 +148,9 @@ def record_topics(out: str | Path, topics: Sequence[str], duration_s: float = 0.
             log(f"recording {topic} ({msgtype})")
 
     node.create_timer(0.2, discover_callback)
-    discover_callback()
     end = time.monotonic() + duration_s if duration_s > 0 else None
     try:
+        discover_callback()
         while rclpy.ok() and (end is None or time.monotonic() < end):
             rclpy.spin_once(node, timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):

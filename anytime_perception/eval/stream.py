@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -109,7 +109,8 @@ def load_stream_annotations(path: str | Path) -> tuple[tuple[str, ...], list[int
         images = coco["images"]
         stamps = [int(image["stamp_ns"]) for image in images]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a stream annotation file (COCO JSON whose images carry stamp_ns): {exc}") from exc
+        raise ValueError(f"{path}: not a stream annotation file (COCO JSON whose images carry stamp_ns): "
+                         f"{exc}") from exc
     labels = tuple(c["name"] for c in categories)
     column = {c["id"]: i for i, c in enumerate(categories)}
     per_image: dict[int, list] = {image["id"]: [] for image in images}
@@ -244,21 +245,23 @@ def _load_frames(bag: str | Path, count: int) -> list[tuple[int, object]]:
     return frames
 
 
-def _start_node(system: System, domain: int, threads: int, score_threshold: float) -> subprocess.Popen:
+def _start_node(system: System, domain: int, threads: int, score_threshold: float, log_file) -> subprocess.Popen:
+    """The node process; its output goes to ``log_file`` (a pipe nobody reads during a run could
+    fill up and block a node that logs every frame)."""
     command = ["anytime_node", "--ros-args", "-p", f"model:={system.model}", "-p", f"vehicle_mode:={system.mode}",
                "-p", f"modes_file:={system.modes_file}", "-p", f"intra_op_threads:={threads}",
                "-p", f"score_threshold:={score_threshold}"]
     return subprocess.Popen(command, env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log_file, stderr=subprocess.STDOUT)
 
 
-def _stop_node(node: subprocess.Popen) -> str:
+def _stop_node(node: subprocess.Popen) -> None:
     node.terminate()
     try:
-        return node.communicate(timeout=15)[0]
+        node.wait(timeout=15)
     except subprocess.TimeoutExpired:
         node.kill()
-        return node.communicate()[0]
+        node.wait()
 
 
 def run_system(system: System, frames: list[tuple[int, object]], labels: tuple[str, ...],
@@ -266,48 +269,61 @@ def run_system(system: System, frames: list[tuple[int, object]], labels: tuple[s
                threads: int = 1, score_threshold: float = 0.05, taus: Sequence[float] = TAUS_MS,
                log=print) -> list[dict]:
     """One node process for ``system``; a run per (contention, rate). Returns the runs' records."""
-    recorder = _Recorder(domain)
-    node = _start_node(system, domain, threads, score_threshold)
     runs = []
-    try:
-        recorder.wait_for_node(frames[0][1])
-        run_index = 0
-        for contention in contentions:
-            with busy_processes(contention) as hogs:
-                time.sleep(1.0)  # the node's load monitor sees the competitors before the first frame
-                for rate in rates:
-                    run_index += 1
-                    offset = run_index * RUN_OFFSET_NS
-                    node_proc = psutil.Process(node.pid)
-                    hog_before, node_before = _cpu_seconds(hogs), _cpu_seconds([node_proc])
-                    started = time.perf_counter()
-                    for i, (stamp, msg) in enumerate(frames):
-                        delay = started + i / rate - time.perf_counter()
-                        if delay > 0:
-                            time.sleep(delay)
-                        recorder.publish(msg, stamp + offset)
-                    wall = time.perf_counter() - started
-                    hog_cpu, node_cpu = _cpu_seconds(hogs) - hog_before, _cpu_seconds([node_proc]) - node_before
-                    recorder.wait_quiet()
-                    answers = recorder.take([stamp + offset for stamp, _ in frames])
-                    deadline = recorder.deadline_ms
-                    record = {"system": system.name, "rate_hz": rate, "contention": contention,
-                              "profile": profile(truths, answers, labels, taus),
-                              "ap_at_deadline": round(map50_at(truths, answers, labels, deadline), 4),
-                              "deadline_ms": deadline, **stream_summary(answers, deadline),
-                              "competitor_cpu_share": round(hog_cpu / (contention * wall), 3) if contention else None,
-                              "node_cpu_ms_per_frame": round(1000 * node_cpu / len(frames), 2)}
-                    runs.append(record)
-                    log(f"{system.name:34s} {rate:4g} Hz  K={contention}  answered {record['answered']}/{len(frames)}"
-                        f"  final<=deadline {record['final_in_deadline']}  AP@deadline {record['ap_at_deadline']:.3f}"
-                        f"  profile {' '.join(f'{v:.2f}' for v in record['profile'].values())}"
-                        f"  stages {record['final_stage_histogram']}  competitors' CPU {record['competitor_cpu_share']}")
-    finally:
-        recorder.close()
-        output = _stop_node(node)
-        if node.returncode not in (0, -15):
-            log(output)
+    with tempfile.TemporaryFile("w+") as node_log, ExitStack() as stack:
+        recorder = _Recorder(domain)
+        stack.callback(recorder.close)
+        node = _start_node(system, domain, threads, score_threshold, node_log)
+        stack.callback(_report_failure, node, node_log, log)
+        stack.callback(_stop_node, node)
+        _run_grid_on(node, recorder, system, frames, labels, truths, rates, contentions, taus, runs, log)
     return runs
+
+
+def _report_failure(node: subprocess.Popen, node_log, log) -> None:
+    """The node's output, if it did not end as asked (SIGTERM: -15)."""
+    if node.returncode not in (0, -15):
+        node_log.seek(0)
+        log(node_log.read())
+
+
+def _run_grid_on(node: subprocess.Popen, recorder: _Recorder, system: System, frames: list, labels: tuple[str, ...],
+                 truths: list, rates: Sequence[float], contentions: Sequence[int], taus: Sequence[float],
+                 runs: list[dict], log) -> None:
+    """The runs of one node: for each contention level its busy processes, for each rate the frames
+    published at that rate, then the answers scored; each run's record is appended to ``runs``."""
+    recorder.wait_for_node(frames[0][1])
+    run_index = 0
+    for contention in contentions:
+        with busy_processes(contention) as hogs:
+            time.sleep(1.0)  # the node's load monitor sees the competitors before the first frame
+            for rate in rates:
+                run_index += 1
+                offset = run_index * RUN_OFFSET_NS
+                node_proc = psutil.Process(node.pid)
+                hog_before, node_before = _cpu_seconds(hogs), _cpu_seconds([node_proc])
+                started = time.perf_counter()
+                for i, (stamp, msg) in enumerate(frames):
+                    delay = started + i / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    recorder.publish(msg, stamp + offset)
+                wall = time.perf_counter() - started
+                hog_cpu, node_cpu = _cpu_seconds(hogs) - hog_before, _cpu_seconds([node_proc]) - node_before
+                recorder.wait_quiet()
+                answers = recorder.take([stamp + offset for stamp, _ in frames])
+                deadline = recorder.deadline_ms
+                record = {"system": system.name, "rate_hz": rate, "contention": contention,
+                          "profile": profile(truths, answers, labels, taus),
+                          "ap_at_deadline": round(map50_at(truths, answers, labels, deadline), 4),
+                          "deadline_ms": deadline, **stream_summary(answers, deadline),
+                          "competitor_cpu_share": round(hog_cpu / (contention * wall), 3) if contention else None,
+                          "node_cpu_ms_per_frame": round(1000 * node_cpu / len(frames), 2)}
+                runs.append(record)
+                log(f"{system.name:34s} {rate:4g} Hz  K={contention}  answered {record['answered']}/{len(frames)}"
+                    f"  final<=deadline {record['final_in_deadline']}  AP@deadline {record['ap_at_deadline']:.3f}"
+                    f"  profile {' '.join(f'{v:.2f}' for v in record['profile'].values())}"
+                    f"  stages {record['final_stage_histogram']}  competitors' CPU {record['competitor_cpu_share']}")
 
 
 def run_grid(systems: Sequence[System], bag: str, annotations: str, rates: Sequence[float],
@@ -319,7 +335,8 @@ def run_grid(systems: Sequence[System], bag: str, annotations: str, rates: Seque
     by_stamp = dict(zip(stamps, truths))
     missing = [s for s, _ in loaded if s not in by_stamp]
     if missing:
-        raise ValueError(f"{annotations}: no annotation for {len(missing)} of the bag's frames (e.g. stamp {missing[0]})")
+        raise ValueError(f"{annotations}: no annotation for {len(missing)} of the bag's frames "
+                         f"(e.g. stamp {missing[0]})")
     truths = [by_stamp[s] for s, _ in loaded]
     domain = 30 + os.getpid() % 60
     runs = []
@@ -393,18 +410,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path, help="write the tables here")
     p.add_argument("--plot", type=Path, help="write the profiles here (png)")
     args = p.parse_args(argv)
-    annotations = args.annotations or _beside(args.bag)
     if not args.model and not args.static:
         p.error("nothing to run: give --model and/or --static")
     if min(args.rates) <= 0 or min(args.contention) < 0:
         p.error("--rates must be > 0 and --contention >= 0")
     try:
+        annotations = args.annotations or _beside(args.bag)
         with tempfile.TemporaryDirectory() as tmp:
             systems = parse_systems(args.model, args.modes, args.static, parse_ceiling_variants(args.ceiling_variants),
                                     args.modes_file or str(default_modes_file()), Path(tmp))
             report = run_grid(systems, args.bag, annotations, args.rates, args.contention, args.frames, args.threads,
                               args.score_threshold)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, psutil.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -419,9 +436,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _beside(bag: str) -> str:
-    """The annotations ``anytime_bag make`` writes beside a bag: ``X.coco.json`` for ``X.mcap``."""
-    path = Path(bag)
-    return str(path.with_name(path.name.removesuffix(".mcap") + ".coco.json"))
+    """The annotations ``anytime_bag make`` writes beside a bag: ``X.coco.json`` for ``X.mcap``
+    (given as ``X.mcap``, the folder ``X/``, its ``.mcap`` file or its ``metadata.yaml``)."""
+    from ..bag.io import annotations_path, resolve_bag
+
+    path = resolve_bag(bag)
+    return str(annotations_path(path.parent if path.is_file() else path))
 
 
 if __name__ == "__main__":

@@ -47,10 +47,14 @@ def encode_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, grid
         gauss = np.exp(-((xs - ix) ** 2) / (2 * sx**2) - ((ys - iy) ** 2) / (2 * sy**2))
         np.maximum(heatmap[labels[i]], gauss, out=heatmap[labels[i]])
         y0c, y1c, x0c, x1c = max(iy - r, 0), min(iy + r + 1, grid), max(ix - r, 0), min(ix + r + 1, grid)
-        size[:, y0c:y1c, x0c:x1c] = np.log([w, h])[:, None, None]
-        offset[0, y0c:y1c, x0c:x1c] = cx - xs[y0c:y1c, x0c:x1c]
-        offset[1, y0c:y1c, x0c:x1c] = cy - ys[y0c:y1c, x0c:x1c]
-        weight[y0c:y1c, x0c:x1c] = gauss[y0c:y1c, x0c:x1c]  # 1 at the centre cell; smaller boxes overwrite
+        # a cell regresses the box whose Gaussian is strongest there: a smaller box's neighbourhood
+        # never takes another box's centre cell (weight 1), and at its own centre it wins ties
+        region = (slice(y0c, y1c), slice(x0c, x1c))
+        take = gauss[region] >= weight[region]
+        size[(slice(None), *region)] = np.where(take, np.log([w, h])[:, None, None], size[(slice(None), *region)])
+        offset[(0, *region)] = np.where(take, cx - xs[region], offset[(0, *region)])
+        offset[(1, *region)] = np.where(take, cy - ys[region], offset[(1, *region)])
+        weight[region] = np.where(take, gauss[region], weight[region])
         mask[iy, ix] = 1.0
     return {"heatmap": heatmap, "size": size, "offset": offset, "mask": mask, "weight": weight}
 

@@ -198,12 +198,20 @@ def _play(publisher: Publisher, path: str | Path, topic: str, rate_hz: float | N
     return published
 
 
-def parse_size(text: str) -> tuple[int, int] | None:
-    """``640x480`` -> (640, 480); ``native`` -> None."""
-    if text == "native":
-        return None
+NATIVE = "native"
+
+
+def parse_size(text: str) -> tuple[int, int] | str:
+    """``640x480`` -> (640, 480); ``native`` -> ``NATIVE`` (frames keep their size)."""
+    if text == NATIVE:
+        return NATIVE
     width, height = (int(v) for v in text.lower().split("x"))
     return width, height
+
+
+def frame_size(value: tuple[int, int] | str | None, default: tuple[int, int] = (640, 480)) -> tuple[int, int] | None:
+    """What ``frame_source`` takes for a parsed ``--size``: WxH, None for native, ``default`` if unset."""
+    return default if value is None else None if value == NATIVE else value
 
 
 def parse_remap(text: str) -> tuple[str, str]:
@@ -276,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rclpy.init(args=ros_args)
     if args.bag is None:
-        node = ReplayNode(frame_source(args.source, args.size or (640, 480)), args.rate or 10.0, args.frames,
+        node = ReplayNode(frame_source(args.source, frame_size(args.size)), args.rate or 10.0, args.frames,
                           args.reliable)
     else:
         node = Node("anytime_replay")

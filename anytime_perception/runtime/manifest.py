@@ -402,8 +402,8 @@ def _yolo_labels(meta: dict[str, str], path: Path) -> tuple[str, ...]:
         raise ManifestError(f"{path}: metadata 'names' is not a Python literal: {meta['names']!r}") from exc
     if isinstance(names, (list, tuple)):
         names = dict(enumerate(names))
-    if (not isinstance(names, dict) or not names or sorted(names) != list(range(len(names)))
-            or not all(isinstance(n, str) for n in names.values())):
+    if (not isinstance(names, dict) or not names or not all(type(k) is int for k in names)
+            or sorted(names) != list(range(len(names))) or not all(isinstance(n, str) for n in names.values())):
         raise ManifestError(f"{path}: metadata 'names' must map class ids 0..C-1 to names, got {meta['names']!r}")
     return tuple(names[i] for i in range(len(names)))
 

@@ -180,9 +180,12 @@ class AnytimeModel:
     def _on_device(self, image: np.ndarray, fresh: bool) -> ort.OrtValue:
         """The image as a device value, uploaded once per frame: at stage 0 (``fresh``), and
         again only if a later stage is given another array."""
-        if fresh or self._device_image is None or self._device_image[0] is not image:
-            self._device_image = (image, ort.OrtValue.ortvalue_from_numpy(image, self.device, 0))
-        return self._device_image[1]
+        # one snapshot: the node's callback thread (stage 0 of a new frame) and its refinement thread
+        # (later stages of the previous one) both get here; each returns the value of its own image
+        cached = self._device_image
+        if fresh or cached is None or cached[0] is not image:
+            cached = self._device_image = (image, ort.OrtValue.ortvalue_from_numpy(image, self.device, 0))
+        return cached[1]
 
     def _run_bound(self, session: ort.InferenceSession, spec: StageSpec,
                    available: dict) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:

@@ -71,6 +71,10 @@ class TrainConfig:
     regress_radius: int = 0  # also regress boxes at cells this close to a box's centre cell (0: centre only)
     giou: float = 0.0  # weight of a GIoU loss on the decoded boxes where they are regressed (0: off)
 
+    def __post_init__(self) -> None:
+        if self.regress_radius < 0 or self.giou < 0:
+            raise ValueError(f"--regress-radius and --giou must be >= 0, got {self.regress_radius} and {self.giou}")
+
 
 def input_spec(size: int) -> dict:
     """The detectors' input convention: letterbox to ``size``, (pixel - mean) / std on 0..255."""
