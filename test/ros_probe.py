@@ -38,9 +38,10 @@ def start_node(domain: int, *ros_args: str, executable: str = "anytime_node", en
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def stop(process: subprocess.Popen, timeout: float = 10.0) -> str:
+def stop(process: subprocess.Popen, timeout: float = 20.0) -> str:
     """SIGTERM, then SIGKILL if it has not ended after ``timeout`` s (nothing outlives a test);
-    returns its output."""
+    returns its output. 20 s: once, on a saturated 2-core machine, a managed node took over 10 s
+    to tear down its DDS participant after SIGTERM (a hang still fails the test)."""
     process.terminate()
     try:
         return process.communicate(timeout=timeout)[0]
