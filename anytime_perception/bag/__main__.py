@@ -23,24 +23,11 @@ from ..data import DataError, DetectionSet, detect_format, load_split, read_rgb
 from ..data.detection import IMAGE_SUFFIXES
 from ..data.formats import FORMATS
 from .annotations import FrameLabels, frame_labels, write_frame_coco
-from .io import BagError, annotations_path, bag_dir, bag_info, write_image_bag
+from .io import BagError, annotations_path, bag_dir, bag_info, parse_size, write_image_bag
 
 __all__ = ["main"]
 
 PROG = "anytime_bag"
-
-
-def parse_size(text: str) -> tuple[int, int] | None:
-    """``640x480`` -> (640, 480); ``native`` -> None (frames keep their image's size)."""
-    if text == "native":
-        return None
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH (e.g. 640x480) or native, got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    return width, height
 
 
 def _positive(text: str) -> float:

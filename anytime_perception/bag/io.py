@@ -12,6 +12,7 @@ package's one set of conversion rules in ``ros/conversions.py``.
 """
 from __future__ import annotations
 
+import argparse
 import shutil
 import struct
 from contextlib import contextmanager, suppress
@@ -30,7 +31,7 @@ from rosbags.typesys.store import Typestore
 __all__ = ["IMAGE", "COMPRESSED_IMAGE", "IMAGE_TYPES", "BagError", "BagImage", "BagInfo", "WrittenBag", "bag_dir",
            "annotations_path", "resolve_bag", "typestore", "write_image_bag", "read_image_bag", "image_topics",
            "pick_image_topic",
-           "bag_info", "decode_rgb"]
+           "bag_info", "decode_rgb", "parse_size"]
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -279,3 +280,16 @@ def decode_rgb(image: BagImage) -> np.ndarray:
         return compressed_to_rgb(msg) if image.msgtype == COMPRESSED_IMAGE else image_to_rgb(msg)
     except ImageError as exc:
         raise BagError(f"{where}: {exc}") from None
+
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    """``640x480`` -> (640, 480); ``native`` -> None (frames keep their image's size)."""
+    if text == "native":
+        return None
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH (e.g. 640x480) or native, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    return width, height

@@ -29,7 +29,7 @@ from sensor_msgs.msg import Image
 from anytime_perception.msg import DetectionArray
 
 from .conversions import image_to_rgb, status_values
-from .replay import ReplayNode, add_replay_arguments, frame_size, frame_source
+from .replay import ReplayNode, add_replay_arguments, frame_source
 
 __all__ = ["TimelineView", "main"]
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for annotated frames")
     args, ros_args = parser.parse_known_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    frames = list(frame_source(args.source, frame_size(args.size)))[: args.frames or None]
+    frames = list(frame_source(args.source, args.size))[: args.frames or None]
     node_args = ["-p", f"vehicle_mode:={args.mode}", "-p", "publish_debug_image:=true"]
     if args.model:
         node_args += ["-p", f"model:={Path(args.model).resolve()}"]

@@ -31,7 +31,7 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..bag.io import COMPRESSED_IMAGE, BagError, decode_rgb, pick_image_topic, read_image_bag, resolve_bag
+from ..bag.io import COMPRESSED_IMAGE, BagError, decode_rgb, parse_size, pick_image_topic, read_image_bag, resolve_bag
 from ..data import DataError, detect_format, load_split, read_rgb
 from ..data.detection import IMAGE_SUFFIXES
 from .conversions import rgb_to_image
@@ -198,20 +198,7 @@ def _play(publisher: Publisher, path: str | Path, topic: str, rate_hz: float | N
     return published
 
 
-NATIVE = "native"
-
-
-def parse_size(text: str) -> tuple[int, int] | str:
-    """``640x480`` -> (640, 480); ``native`` -> ``NATIVE`` (frames keep their size)."""
-    if text == NATIVE:
-        return NATIVE
-    width, height = (int(v) for v in text.lower().split("x"))
-    return width, height
-
-
-def frame_size(value: tuple[int, int] | str | None, default: tuple[int, int] = (640, 480)) -> tuple[int, int] | None:
-    """What ``frame_source`` takes for a parsed ``--size``: WxH, None for native, ``default`` if unset."""
-    return default if value is None else None if value == NATIVE else value
+SOURCE_SIZE = (640, 480)  # --source frames are resized to this unless --size says otherwise
 
 
 def parse_remap(text: str) -> tuple[str, str]:
@@ -229,7 +216,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser, bag: bool = False) -> 
     if not bag:
         parser.add_argument("--source", required=True, help="video file, image folder or road_signs root")
         parser.add_argument("--rate", type=float, default=10.0, help="frames per second")
-        parser.add_argument("--size", type=parse_size, default=(640, 480), help="WxH or 'native'")
+        parser.add_argument("--size", type=parse_size, default=SOURCE_SIZE, help="WxH or 'native'")
     else:
         inputs = parser.add_mutually_exclusive_group(required=True)
         inputs.add_argument("--source", help="video file, image folder or labelled set root (its validation split)")
@@ -237,7 +224,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser, bag: bool = False) -> 
                             "or an .mcap file")
         parser.add_argument("--rate", type=float, help="frames per second (--source default 10; --bag default: the "
                             "bag's log times)")
-        parser.add_argument("--size", type=parse_size, help="--source: WxH or 'native' (default 640x480)")
+        # absent from the namespace unless given: --size with --bag is an error
+        parser.add_argument("--size", type=parse_size, default=argparse.SUPPRESS,
+                            help="--source: WxH or 'native' (default 640x480)")
         parser.add_argument("--rate-scale", type=float, default=1.0,
                             help="--bag at its log times: play this many times as fast (default 1.0)")
         parser.add_argument("--loop", action="store_true", help="--bag: play it again and again (same stamps)")
@@ -262,7 +251,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         if not Path(args.source).exists():
             parser.error(f"--source {args.source}: no such video, image folder or dataset")
         return
-    if args.size is not None:
+    if hasattr(args, "size"):
         parser.error("--size resizes --source frames; a bag's frames are played as recorded")
     if not args.rate_scale > 0:
         parser.error(f"--rate-scale must be > 0, got {args.rate_scale}")
@@ -284,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rclpy.init(args=ros_args)
     if args.bag is None:
-        node = ReplayNode(frame_source(args.source, frame_size(args.size)), args.rate or 10.0, args.frames,
-                          args.reliable)
+        node = ReplayNode(frame_source(args.source, getattr(args, "size", SOURCE_SIZE)), args.rate or 10.0,
+                          args.frames, args.reliable)
     else:
         node = Node("anytime_replay")
     code = 0

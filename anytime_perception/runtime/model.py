@@ -208,12 +208,9 @@ class AnytimeModel:
             binding.bind_output(name, "cpu")
         session.run_with_iobinding(binding)
         values = dict(zip(carried + host, binding.get_outputs()))
-        carry = {n: values[n] for n in spec.carry_outputs}
         needed = set(spec.head_outputs.values()) | set(spec.confidence_outputs.values())
         arrays = {n: values[n].numpy() for n in needed}  # a carried head (cumulative logits) is copied once
-        heads = {key: arrays[name] for key, name in spec.head_outputs.items()}
-        confidences = {rule: float(np.ravel(arrays[name])[0]) for rule, name in spec.confidence_outputs.items()}
-        return carry, heads, confidences
+        return AnytimeModel._split(spec, values, arrays)
 
     def gate_score(self, k: int, heads: dict[str, np.ndarray], confidences: dict[str, float]) -> float | None:
         """Stage ``k``'s score under the gate rule (None without a rule)."""
@@ -239,7 +236,14 @@ class AnytimeModel:
         names = list(spec.carry_outputs) + list(spec.head_outputs.values()) + list(spec.confidence_outputs.values())
         names = list(dict.fromkeys(names))  # a carry tensor may also be a head (cumulative logits)
         values = dict(zip(names, session.run(names, {spec.graph_name(n): available[n] for n in spec.inputs})))
-        carry = {n: values[n] for n in spec.carry_outputs}
-        heads = {key: values[name] for key, name in spec.head_outputs.items()}
-        confidences = {rule: float(np.ravel(values[name])[0]) for rule, name in spec.confidence_outputs.items()}
+        return AnytimeModel._split(spec, values, values)
+
+    @staticmethod
+    def _split(spec: StageSpec, carried: dict, host: dict[str, np.ndarray]
+               ) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
+        """A graph call's outputs by role: the carry (from ``carried``: host arrays, or device
+        values under IOBinding), the heads and the confidences (from ``host``)."""
+        carry = {n: carried[n] for n in spec.carry_outputs}
+        heads = {key: host[name] for key, name in spec.head_outputs.items()}
+        confidences = {rule: float(np.ravel(host[name])[0]) for rule, name in spec.confidence_outputs.items()}
         return carry, heads, confidences

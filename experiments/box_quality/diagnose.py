@@ -25,16 +25,10 @@ import numpy as np
 from anytime_perception.data import load_split, read_rgb
 from anytime_perception.letterbox import Letterbox
 from anytime_perception.metrics.detection import score_stages, xyxy
+from anytime_perception.metrics.voc import iou
 from anytime_perception.runtime.decoder import decode
 from anytime_perception.runtime.model import AnytimeModel
 from anytime_perception.runtime.preprocess import Preprocessor
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl, br = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
 def oracle(dets, sample, labels, data_labels, what: str):
@@ -48,7 +42,7 @@ def oracle(dets, sample, labels, data_labels, what: str):
         if not len(truth):
             out.append(d)
             continue
-        ious = iou_matrix(xyxy(d)[None], truth)[0]
+        ious = iou(xyxy(d), truth)
         j = int(ious.argmax())
         if ious[j] < 0.3:
             out.append(d)
@@ -83,16 +77,16 @@ def peak_cells(finals, data, manifest, box_of) -> dict:
             cands = [d for d in dets if manifest.labels[d.class_id] == name]
             if not cands:
                 continue
-            ious = iou_matrix(np.stack([xyxy(d) for d in cands]), truth[None])[:, 0]
+            ious = iou(truth, np.stack([xyxy(d) for d in cands]))
             ok = [(d.score, i, d) for d, i in zip(cands, ious) if i >= 0.3]
             if not ok:
                 continue
-            _, iou, best = max(ok, key=lambda t: t[0])
+            _, best_iou, best = max(ok, key=lambda t: t[0])
             canvas = box.to_canvas(np.array([[best.center_x, best.center_y, best.center_x, best.center_y],
                                              [(truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2,
                                               (truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2]]))[:, :2]
             cell_det, cell_truth = np.floor(canvas / stride)
-            (same if (cell_det == cell_truth).all() else other).append(iou)
+            (same if (cell_det == cell_truth).all() else other).append(best_iou)
     total = len(same) + len(other)
     return {"best_detection_in_truth_centre_cell": len(same) / max(total, 1),
             "best_iou_in_centre_cell": float(np.mean(same)) if same else float("nan"),
