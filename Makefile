@@ -3,7 +3,7 @@
 #   make setup     create/refresh .venv (idempotent; a no-op when nothing changed); ORT=gpu: onnxruntime-gpu
 #   make install   incremental build + install of the package (messages + Python) into .venv
 #   make test      setup + install, then pytest test/ against the installed package
-#   make demo | bench | bench-stream | train | export | eval   [ARGS="..."]
+#   make demo | bench | bench-stream | bench-detectors | train | export | eval   [ARGS="..."]
 SHELL := /bin/bash
 .SHELLFLAGS := -e -o pipefail -c
 
@@ -18,7 +18,7 @@ ROAD_SIGNS := $(DATASETS)/road_signs
 MODEL ?= models/road_signs_anywidth
 DEMO_ARGS ?= --source $(ROAD_SIGNS) --frames 40 --rate 10 --out demo_out
 
-.PHONY: setup install test demo bench bench-stream train export eval clean distclean
+.PHONY: setup install test demo bench bench-stream bench-detectors train export eval clean distclean
 
 # ONNX Runtime flavour: `make setup ORT=gpu` replaces onnxruntime by onnxruntime-gpu (CUDA,
 # TensorRT), `make setup ORT=cpu` goes back; without ORT the venv keeps the flavour it has.
@@ -58,6 +58,10 @@ train: install
 # Accuracy against time (docs/results/streaming.md): the road_signs validation split as a rosbag2
 # recording, replayed into the real node at 10/20/30 Hz with 0/1/2 busy cores, anytime vs static.
 PEER ?= $(abspath ../shared/peers/yolo11n_road_signs_320.onnx)
+# Ours against the YOLO11n peer: one evaluator (pycocotools), per-stage latency in one run (detector_vs_peer.md)
+bench-detectors: install
+	$(RUN) python bench/bench_detectors.py --model $(MODEL) --model $(PEER) $(ARGS)
+
 STREAM_BAG := runs/stream/road_signs_val.mcap
 bench-stream: install
 	rm -rf $(STREAM_BAG:.mcap=) $(STREAM_BAG:.mcap=.coco.json)

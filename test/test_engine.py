@@ -11,6 +11,7 @@ import pytest
 from anytime_perception.data import load_split, read_rgb
 from anytime_perception.runtime import (AnytimeEngine, AnytimeModel, LoadMonitor, ModeError, StopReason,
                                         load_modes)
+from anytime_perception.runtime.abort import Aborter, StageAborted
 from anytime_perception.runtime.modes import parse_modes
 
 from conftest import MODES_FILE, write_tiny_model
@@ -136,3 +137,46 @@ def test_stop_finalises_a_frame_that_was_replaced_before_refinement(tiny_model):
     assert frame.finished and final.is_final and final.stop_reason == "preempted"
     assert final.stage == 0 and final.detections == frame.results[0].detections
     assert engine.refine(frame) == frame.results  # nothing more runs
+
+
+class _CutAtOnce(Aborter):
+    """Every armed graph call is already past its abort time (a stage that cannot fit)."""
+
+    def arm(self, at):
+        return super().arm(time.perf_counter())
+
+
+def test_a_refinement_stage_cut_off_at_the_deadline_ends_the_frame_with_what_it_has(tiny_model):
+    engine = AnytimeEngine(AnytimeModel(tiny_model), _modes(), aborter=_CutAtOnce())
+    seen = []
+    results = engine.process(_image(), on_result=seen.append)
+    # stage 0 is never cut off; stage 1's call is stopped by ONNX Runtime's terminate flag
+    assert [(r.stage, r.is_final, r.stop_reason) for r in results] == [(0, False, ""), (0, True, "deadline")]
+    assert seen == results and results[1].detections == results[0].detections
+    engine.aborter.close()
+    engine.aborter = Aborter()  # the same sessions run the next frame to the end
+    assert [r.stage for r in engine.process(_image())] == [0, 1, 2]
+    engine.close()
+
+
+def test_aborter_sets_terminate_at_the_armed_time_unless_disarmed():
+    aborter = Aborter()
+    _, past = aborter.arm(time.perf_counter() - 1.0)
+    assert past.terminate  # already late: stopped at once
+    _, soon = aborter.arm(time.perf_counter() + 0.05)
+    handle, disarmed = aborter.arm(time.perf_counter() + 0.05)
+    assert not soon.terminate
+    aborter.disarm(handle)
+    deadline = time.perf_counter() + 5.0
+    while not soon.terminate and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert soon.terminate and not disarmed.terminate
+    aborter.close()
+
+
+def test_a_graph_call_stopped_by_its_run_options_raises_stage_aborted(tiny_model):
+    model = AnytimeModel(tiny_model)
+    size = model.manifest.input.size
+    _, options = Aborter().arm(time.perf_counter() - 1.0)
+    with pytest.raises(StageAborted):
+        model.run_stage_outputs(0, np.zeros((1, 3, size, size), np.float32), {}, options)

@@ -79,3 +79,15 @@ def test_publish_margin_grows_with_late_publishing_and_forgets_it():
     for t in (3.0, 4.0, 5.0):  # quiet again: the late frame leaves the window
         margin.update(wait_end=t, published=t + 0.001)
     assert margin.seconds(deadline_s=0.05) == 0.002
+
+
+def test_one_preempted_stage0_does_not_scale_the_frames_later_stages():
+    est = LatencyEstimator(2, window=15, level_window=5)
+    for _ in range(5):
+        est.update(0, 0.002, stage0_seconds=0.002)
+        est.update(1, 0.020, stage0_seconds=0.002)  # ratio 10
+    est.update(0, 0.020, stage0_seconds=0.020)  # 2 ms of work that waited a 18 ms time slice
+    assert est.predict(1, 0.020) == pytest.approx(0.020)  # the median level, not 10 x 20 ms
+    for _ in range(3):  # contention that lasts raises the level
+        est.update(0, 0.006, stage0_seconds=0.006)
+    assert est.predict(1, 0.006) == pytest.approx(0.060)

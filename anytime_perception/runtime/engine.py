@@ -8,6 +8,10 @@ With an ``Appealer``, a frame whose little-network q(x) is below the mode's thre
 to a big network after its appeal stage (after that stage's result is out). Local refinement goes
 on meanwhile; the big network's answer becomes the frame's final result (``appealed``) at the next
 stage boundary, or when local refinement is done, if it comes before the deadline.
+
+A refinement stage starts when its typical (median) time fits before the deadline, and it is cut
+off at the deadline (``Aborter``) if it runs over: the frame then ends with the result it already
+has (``deadline``), on time. Stage 0 is never cut off: every frame gets its preliminary answer.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import numpy as np
 
 from ..letterbox import Letterbox
 from .decoder import decode
+from .abort import Aborter, StageAborted
 from .appeal import Appealer, AppealAnswer, PendingAppeal
 from .gate import Gate, ThresholdGate
 from .model import AnytimeModel
@@ -65,6 +70,7 @@ class AnytimeEngine:
         gate: early-exit decision (default: the manifest's calibrated thresholds).
         appealer: sends frames the little network is unsure of to a big network (None: never).
         warmup_runs: runs of every stage at start-up to seed the latency estimates.
+        aborter: cuts refinement stages off at their frame's deadline (default: its own thread).
 
     ``start`` must be called from one thread at a time; ``refine`` of an earlier frame may run
     concurrently on another thread.
@@ -72,7 +78,8 @@ class AnytimeEngine:
 
     def __init__(self, model: AnytimeModel, modes: ModeTable, mode: str | None = None, *,
                  score_threshold: float = 0.3, load_monitor: LoadMonitor | None = None,
-                 gate: Gate | None = None, appealer: Appealer | None = None, warmup_runs: int = 3) -> None:
+                 gate: Gate | None = None, appealer: Appealer | None = None, warmup_runs: int = 3,
+                 aborter: Aborter | None = None) -> None:
         self.model = model
         self.modes = modes
         self._mode = modes.get(mode or modes.default_mode)
@@ -81,13 +88,15 @@ class AnytimeEngine:
         self.gate = gate or ThresholdGate(model.manifest.gates.get(model.gate_rule, {}))
         self.appealer = appealer
         self.latency = LatencyEstimator(model.num_stages)
-        self.publish_margin = PublishMargin()  # an appeal's wait ends this long before the deadline
+        self.publish_margin = PublishMargin()  # an appeal's wait or an aborted stage ends this long before the deadline
+        self.aborter = aborter or Aborter()
         self.preprocess = Preprocessor(model.manifest.input)
         self._warm_up(warmup_runs)
 
     def close(self) -> None:
-        """Stop the load monitor's thread and close the appeal transport."""
+        """Stop the load monitor's and the aborter's threads and close the appeal transport."""
         self.load_monitor.close()
+        self.aborter.close()
         if self.appealer is not None:
             self.appealer.close()
 
@@ -111,12 +120,21 @@ class AnytimeEngine:
                 carry.update(new_carry)
                 stage0_seconds = stage0_seconds or seconds
 
-    def _run_stage(self, k: int, x: np.ndarray, carry: dict[str, np.ndarray], stage0_seconds: float | None
+    def _run_stage(self, k: int, x: np.ndarray, carry: dict[str, np.ndarray], stage0_seconds: float | None,
+                   abort_at: float | None = None
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float], float | None, float]:
         """Run stage ``k`` and feed its time (relative to the frame's stage 0) to the latency
-        estimate: new carry, heads, every confidence output, the gate's score, seconds."""
+        estimate: new carry, heads, every confidence output, the gate's score, seconds. With
+        ``abort_at`` (perf_counter time) the call is cut off then: ``StageAborted``."""
         t0 = time.perf_counter()
-        new_carry, heads, confidences = self.model.run_stage_outputs(k, x, carry)
+        if abort_at is None:
+            new_carry, heads, confidences = self.model.run_stage_outputs(k, x, carry)
+        else:
+            handle, options = self.aborter.arm(abort_at)
+            try:
+                new_carry, heads, confidences = self.model.run_stage_outputs(k, x, carry, options)
+            finally:
+                self.aborter.disarm(handle)
         score = self.model.gate_score(k, heads, confidences)
         seconds = time.perf_counter() - t0
         self.latency.update(k, seconds, stage0_seconds or seconds)
@@ -193,8 +211,8 @@ class AnytimeEngine:
             self.publish_margin.update(max(until, wait_start), time.perf_counter())
 
     def _wait_end(self, frame: Frame, deadline_ms: float) -> float:
-        """When a wait for the frame's appeal must end (perf_counter time): the deadline less the
-        time needed to publish the final."""
+        """When a wait for the frame's appeal, or a refinement stage, must end (perf_counter
+        time): the deadline less the time needed to publish the final."""
         deadline_s = deadline_ms / 1000.0
         return frame.start + deadline_s - self.publish_margin.seconds(deadline_s)
 
@@ -211,8 +229,18 @@ class AnytimeEngine:
         stages = manifest.stages
         k = len(frame.results)
         stage0_seconds = frame.results[0].stage_ms / 1000.0 if frame.results else None
-        new_carry, heads, confidences, confidence, seconds = self._run_stage(k, frame.input, frame.carry,
-                                                                             stage0_seconds)
+        # a refinement stage ends by the deadline of the mode that let it start
+        abort_at = self._wait_end(frame, frame.results[-1].deadline_ms) if frame.results else None
+        try:
+            new_carry, heads, confidences, confidence, seconds = self._run_stage(k, frame.input, frame.carry,
+                                                                                 stage0_seconds, abort_at)
+        except StageAborted:
+            if frame.appeal is not None:  # the appeal's answer, if in by now, is the final
+                frame.local_stop = StopReason.DEADLINE
+                return
+            self._final(frame, dataclasses.replace(frame.results[-1], stop_reason=StopReason.DEADLINE.value), on_result)
+            self.publish_margin.update(abort_at, time.perf_counter())
+            return
         stage0_seconds = stage0_seconds or seconds
         frame.carry.update(new_carry)
         macs = (frame.results[-1].macs if frame.results else 0) + stages[k].macs

@@ -17,6 +17,7 @@ except ImportError as exc:  # the package leaves the flavour to the installer: C
                       "or 'anytime_perception[gpu]' (onnxruntime-gpu), or make setup [ORT=gpu]") from exc
 
 from ..letterbox import Letterbox
+from .abort import StageAborted
 from .decoder import decode
 from .exit_rules import DERIVED_RULES, PEAK_FLOOR, confidence_features, detection_features, rule_scores
 from .manifest import IMAGE_INPUT, YOLO_HEAD, Manifest, ManifestError, StageSpec, check_yolo_output, load_manifest
@@ -169,13 +170,20 @@ class AnytimeModel:
             return detection_features(np.array([d.score for d in peaks]))
         return confidence_features(np.ravel(heads["logits"]), confidences.get("confidence"))
 
-    def run_stage_outputs(self, k: int, image: np.ndarray,
-                          carry: Carry) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
-        """Stage ``k`` with every confidence output of its graph (for calibration)."""
-        if self.device_carry:
-            return self._run_bound(self.sessions[k], self.manifest.stages[k],
-                                   {**carry, IMAGE_INPUT: self._on_device(image, fresh=k == 0)})
-        return self._run(self.sessions[k], self.manifest.stages[k], {**carry, IMAGE_INPUT: image})
+    def run_stage_outputs(self, k: int, image: np.ndarray, carry: Carry, options: ort.RunOptions | None = None
+                          ) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
+        """Stage ``k`` with every confidence output of its graph (for calibration). ``options``:
+        the call's run options; a call stopped by their ``terminate`` flag (``Aborter``) raises
+        ``StageAborted``."""
+        try:
+            if self.device_carry:
+                return self._run_bound(self.sessions[k], self.manifest.stages[k],
+                                       {**carry, IMAGE_INPUT: self._on_device(image, fresh=k == 0)}, options)
+            return self._run(self.sessions[k], self.manifest.stages[k], {**carry, IMAGE_INPUT: image}, options)
+        except Exception as exc:
+            if options is not None and options.terminate:
+                raise StageAborted(f"stage {k} stopped at its abort time") from exc
+            raise
 
     def _on_device(self, image: np.ndarray, fresh: bool) -> ort.OrtValue:
         """The image as a device value, uploaded once per frame: at stage 0 (``fresh``), and
@@ -187,8 +195,8 @@ class AnytimeModel:
             cached = self._device_image = (image, ort.OrtValue.ortvalue_from_numpy(image, self.device, 0))
         return cached[1]
 
-    def _run_bound(self, session: ort.InferenceSession, spec: StageSpec,
-                   available: dict) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
+    def _run_bound(self, session: ort.InferenceSession, spec: StageSpec, available: dict,
+                   options: ort.RunOptions | None = None) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
         """One graph call through IOBinding: the carry outputs stay on the model's device as
         OrtValues (the next stage binds them as inputs without a copy); heads and confidences come
         back to host memory."""
@@ -206,7 +214,7 @@ class AnytimeModel:
             binding.bind_output(name, self.device, 0)
         for name in host:
             binding.bind_output(name, "cpu")
-        session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding, options)
         values = dict(zip(carried + host, binding.get_outputs()))
         needed = set(spec.head_outputs.values()) | set(spec.confidence_outputs.values())
         arrays = {n: values[n].numpy() for n in needed}  # a carried head (cumulative logits) is copied once
@@ -230,12 +238,12 @@ class AnytimeModel:
         return self._run(self._full_session, self.manifest.full_model, {IMAGE_INPUT: image})[1]
 
     @staticmethod
-    def _run(session: ort.InferenceSession, spec: StageSpec,
-             available: Carry) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
+    def _run(session: ort.InferenceSession, spec: StageSpec, available: Carry,
+             options: ort.RunOptions | None = None) -> tuple[Carry, dict[str, np.ndarray], dict[str, float]]:
         """New carry, heads and every confidence output of one graph call."""
         names = list(spec.carry_outputs) + list(spec.head_outputs.values()) + list(spec.confidence_outputs.values())
         names = list(dict.fromkeys(names))  # a carry tensor may also be a head (cumulative logits)
-        values = dict(zip(names, session.run(names, {spec.graph_name(n): available[n] for n in spec.inputs})))
+        values = dict(zip(names, session.run(names, {spec.graph_name(n): available[n] for n in spec.inputs}, options)))
         return AnytimeModel._split(spec, values, values)
 
     @staticmethod

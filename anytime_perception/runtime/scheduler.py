@@ -52,35 +52,46 @@ def decide(ctx: StageContext, mode: VehicleMode) -> StopReason | None:
 
 
 class LatencyEstimator:
-    """Online per-stage latency: each stage's time as a learned multiple of this frame's stage 0.
+    """Online per-stage latency: each stage's time as a learned multiple of stage 0's.
 
     Stage 0 runs on every frame, so its time says how contended the CPU is right now; a later
     stage is predicted as (median + ``k`` median absolute deviations of its recent ratios to stage
-    0) x this frame's stage-0 time. Medians keep one stalled run from inflating the estimate of a
-    stage that is then skipped (and so never re-measured) for good.
+    0) x the median of the last ``level_window`` stage-0 times. Medians keep one stalled run from
+    inflating the estimate: a stalled ratio would block a stage that is then skipped (and so never
+    re-measured) for good, and one stage 0 preempted for a time slice (2 ms of work taking 20 ms)
+    would scale every later stage of its frame by ten. ``k`` = 0 (the median: start a stage that
+    typically fits) suits an engine that cuts a stage off at the deadline, where a wrong start
+    costs CPU time until then and never a late answer; a larger ``k`` starts only stages that
+    almost surely fit (measured in docs/results/streaming.md).
     """
 
-    def __init__(self, num_stages: int, window: int = 15, k: float = 2.0) -> None:
+    def __init__(self, num_stages: int, window: int = 15, k: float = 0.0, level_window: int = 5) -> None:
         self.k = k
         self._ratios: list[deque[float]] = [deque(maxlen=window) for _ in range(num_stages)]
+        self._stage0: deque[float] = deque(maxlen=level_window)
 
     def update(self, stage: int, seconds: float, stage0_seconds: float) -> None:
         """Record stage ``stage`` taking ``seconds`` in a frame whose stage 0 took ``stage0_seconds``."""
+        if stage == 0:
+            self._stage0.append(seconds)
         self._ratios[stage].append(seconds / max(stage0_seconds, 1e-6))
 
     def predict(self, stage: int, stage0_seconds: float) -> float:
-        """Predicted seconds for ``stage`` in a frame whose stage 0 took ``stage0_seconds``."""
-        ratios = list(self._ratios[stage])  # a snapshot: the refinement thread appends meanwhile
+        """Predicted seconds for ``stage`` in a frame whose stage 0 took ``stage0_seconds`` (the
+        contention level is that, or the median of recent stage-0 times once there are any)."""
+        ratios = list(self._ratios[stage])  # snapshots: the refinement thread appends meanwhile
         if not ratios:
             return 0.0
+        level = statistics.median(self._stage0) if self._stage0 else stage0_seconds
         median = statistics.median(ratios)
         spread = statistics.median(abs(r - median) for r in ratios)
-        return (median + self.k * spread) * stage0_seconds
+        return (median + self.k * spread) * level
 
 
 class PublishMargin:
-    """How long before the deadline a wait (for an appeal's answer) must end so that the final
-    result is still published in time: the largest of the recent measured wake-up-to-published
+    """How long before the deadline a wait (for an appeal's answer) or a refinement stage (cut
+    off by ``Aborter``) must end so that the final result is still published in time: the
+    largest of the recent measured end-to-published
     times, never below ``floor_s`` (default: about one scheduler time slice of a busy Linux CPU)
     and never above half the deadline. On a loaded CPU the thread wakes late and publishing slows;
     the margin grows with it after the first late frame instead of missing every deadline.
