@@ -57,7 +57,14 @@ def test_unknown_labels_are_dropped_and_sizes_must_match():
 def test_stream_summary_counts_answers_finals_and_reasons():
     summary = stream_summary(_stream(), deadline_ms=10.0)
     assert summary == {"frames": 3, "answered": 2, "final_in_deadline": 1,
-                       "final_stage_histogram": {"0": 1, "1": 1}, "stop_reasons": {"complete": 1, "load": 1}}
+                       "final_stage_histogram": {"0": 1, "1": 1}, "stop_reasons": {"complete": 1, "load": 1},
+                       "cut_off_at_deadline": 0}
+    # a frame whose stage 1 was started and cut off: stage 0, then stage 0 again as the final;
+    # one stopped before stage 1 by the prediction: stage 0 final at once
+    cut = [Answer(3.0, 0, False, "", ()), Answer(9.0, 0, True, "deadline", ())]
+    skipped = [Answer(3.0, 0, True, "deadline", ())]
+    summary = stream_summary([cut, skipped], deadline_ms=10.0)
+    assert summary["stop_reasons"] == {"deadline": 2} and summary["cut_off_at_deadline"] == 1
 
 
 def test_short_real_run_of_the_harness(road_signs_root, tmp_path):

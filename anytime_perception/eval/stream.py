@@ -376,13 +376,15 @@ def markdown(report: dict) -> str:
     """Tables of a report: the profile and deadline accuracy per run."""
     taus = report["taus_ms"]
     lines = ["| rate Hz | busy cores | system | " + " | ".join(f"{t} ms" for t in taus)
-             + " | at deadline | answered | finals in deadline | final stages | stop reasons | competitors' CPU |",
-             "|---" * (len(taus) + 9) + "|"]
+             + " | at deadline | answered | finals in deadline | final stages | stop reasons | cut off at deadline"
+             " | competitors' CPU |",
+             "|---" * (len(taus) + 10) + "|"]
     for r in sorted(report["runs"], key=lambda r: (r["rate_hz"], r["contention"])):
         lines.append(f"| {r['rate_hz']:g} | {r['contention']} | {r['system']} | "
                      + " | ".join(f"{v:.3f}" for v in r["profile"].values())
                      + f" | **{r['ap_at_deadline']:.3f}** ({r['deadline_ms']:g} ms) | {r['answered']}/{r['frames']} | "
                      f"{r['final_in_deadline']} | {r['final_stage_histogram']} | {r['stop_reasons']} | "
+                     f"{r.get('cut_off_at_deadline', '')} | "
                      f"{'' if r['competitor_cpu_share'] is None else r['competitor_cpu_share']} |")
     return "\n".join(lines) + "\n"
 

@@ -69,12 +69,16 @@ def profile(truths: Sequence[tuple[np.ndarray, np.ndarray]], answers: Sequence[S
 
 def stream_summary(answers: Sequence[Sequence[Answer]], deadline_ms: float) -> dict:
     """Frames, frames answered at all, finals published within the deadline, the final stage's
-    histogram and the stop reasons of the finals."""
+    histogram, the stop reasons of the finals and how many finals ended a stage that was started
+    and cut off at the deadline (the final repeats a stage already published)."""
     finals = [next((a for a in frame if a.is_final), None) for frame in answers]
+    cut_off = sum(1 for frame, f in zip(answers, finals) if f is not None and f.stop_reason == "deadline"
+                  and any(a.stage == f.stage and not a.is_final for a in frame))
     return {
         "frames": len(answers),
         "answered": sum(1 for frame in answers if frame),
         "final_in_deadline": sum(1 for f in finals if f is not None and f.latency_ms <= deadline_ms),
         "final_stage_histogram": {str(k): v for k, v in sorted(Counter(f.stage for f in finals if f).items())},
         "stop_reasons": dict(sorted(Counter(f.stop_reason for f in finals if f).items())),
+        "cut_off_at_deadline": cut_off,
     }
