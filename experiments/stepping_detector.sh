@@ -26,7 +26,8 @@ PY
 run original --epochs 30 --out "$RUNS/original"
 # the best LeNet-5 construction (steppingnet.md): ranked per MAC saved, funnel-free, scoped decay
 step=(stepping --teacher "$RUNS/original/last.pt" --target-macs $targets --iterations 40 --batches-per-iteration 8
-      --ranking importance_per_mac --funnel-free --scoped-decay --epochs 30)
+      --ranking importance_per_mac --funnel-free --scoped-decay --epochs 30
+      --scale-at output --prune-rule layer_mean --prune-threshold 0.05 --count-pruned-macs)  # our options (recorded rows)
 run "${step[@]}" --out "$RUNS/stepping"
 run "${step[@]}" --no-kd --construction "$RUNS/stepping" --out "$RUNS/stepping_no_kd"
 # the same, every subnet keeping at least 8 head channels (the 8 output maps; the run above keeps 1)
@@ -35,7 +36,7 @@ run "${step[@]}" --full-rank-output --out "$RUNS/stepping_full_rank"
 run "${step[@]}" --full-rank-output --restart-output-increments --construction "$RUNS/stepping_full_rank" \
   --out "$RUNS/stepping_full_rank_restarted"
 # as many training batches as the construction and the retraining
-run anywidth --teacher "$RUNS/original/last.pt" --target-macs $targets --epochs 39 --out "$RUNS/anywidth"
+run anywidth --teacher "$RUNS/original/last.pt" --target-macs $targets --epochs 39 --baseline-recipe stepping --out "$RUNS/anywidth"
 models=("$SHIPPED")
 for run_name in original stepping stepping_no_kd stepping_full_rank stepping_full_rank_restarted anywidth; do
   python -m anytime_perception.export --checkpoint "$RUNS/$run_name/last.pt" --out "$RUNS/export/road_signs_neck_$run_name"

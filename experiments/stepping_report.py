@@ -5,7 +5,9 @@
 Reads ``<runs>/<set>/<method>/result.json`` (written by ``training.stepping_run``) and writes
 ``<out>/steppingnet_tables.md`` (Table I next to the paper's, the baselines interpolated at SteppingNet's
 MACs, ablation, structure, constant neurons from the runs' ``last.pt``, commands) and one
-accuracy-vs-MACs PNG per set plus the ablation PNG.
+accuracy-vs-MACs PNG per set plus the ablation PNG. Every row is labelled with the options its run
+used: "paper's formulation", or "ours: " and each departure (``training.stepping.our_options``;
+baselines: plain cross-entropy or SteppingNet's KD / LR suppression).
 """
 from __future__ import annotations
 
@@ -18,25 +20,27 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+from anytime_perception.training.stepping import our_options  # noqa: E402
 from anytime_perception.training.stepping_run import TRACE_EVERY, load_classifier  # noqa: E402
 from anytime_perception.eval.plots import save_plot  # noqa: E402
 
 __all__ = ["main", "PAPER_TABLE_I"]
 
-# Sun et al., SteppingNet (DATE 2023), Table I on CIFAR-10: original accuracy, then (A_i %, M_i/M_t %).
+# Sun et al., SteppingNet (DATE 2023), Table I (../shared/papers/steppingnet.txt), rows "LeNet-3C1L
+# Cifar10" and "LeNet-5 Cifar10": original accuracy, then (A_i %, M_i/M_t %) of subnets 1-4
 PAPER_TABLE_I = {
     "lenet_3c1l": (83.36, ((68.5, 9.65), (77.38, 29.55), (79.81, 48.62), (80.4, 78.52))),
     "lenet5": (74.96, ((51.8, 13.64), (59.56, 26.54), (68.64, 55.07), (72.03, 82.74))),
 }
-METHODS = {"stepping": "SteppingNet", "stepping_funnel_free": "SteppingNet", "stepping_scoped_decay": "SteppingNet",
-           "stepping_funnel_free_scoped_decay": "SteppingNet", "stepping_funnel_free_scoped_decay_no_kd": "SteppingNet",
-           "stepping_paper_ranking": "SteppingNet", "anywidth": "any-width", "anywidth_scoped_decay": "any-width",
-           "anywidth_no_kd": "any-width", "slimmable": "slimmable", "slimmable_no_kd": "slimmable"}
+PAPER_ROWS = {"lenet_3c1l": "LeNet-3C1L Cifar10", "lenet5": "LeNet-5 Cifar10"}
+# the runs Table I shows, in its order (ablation runs: section "Ablation")
+METHODS = ("stepping_paper", "stepping", "stepping_funnel_free", "stepping_scoped_decay",
+           "stepping_funnel_free_scoped_decay", "stepping_funnel_free_scoped_decay_no_kd", "stepping_paper_ranking",
+           "anywidth_plain", "anywidth", "anywidth_scoped_decay", "anywidth_no_kd",
+           "slimmable_plain", "slimmable", "slimmable_no_kd")
+FAMILIES = {"stepping": "SteppingNet", "anywidth": "any-width", "slimmable": "slimmable"}
 # the SteppingNet constructions the baselines are compared with at equal MACs
 COMPARED = tuple(k for k in METHODS if k.startswith("stepping") and k != "stepping_paper_ranking")
-# how each neuron ranking (training/stepping.py RANKINGS) is named next to "SteppingNet"
-RANKING_NAMES = {"importance": ", paper's ranking", "layer_relative": ", ranked within layers",
-                 "importance_per_mac": ", ranked per MAC saved"}
 # the ablation of Fig. 8: run-name suffix -> variant, for each construction it was run on
 ABLATION = {"": "full", "_no_suppression": "without LR suppression", "_no_kd": "without KD",
             "_no_both": "without both"}
@@ -52,18 +56,31 @@ def _load(runs: Path) -> dict[str, dict[str, dict]]:
     return sets
 
 
+def _family(key: str) -> str:
+    return next(name for prefix, name in FAMILIES.items() if key.startswith(prefix))
+
+
+def _keys(results: dict[str, dict]) -> list[str]:
+    """The runs of a set that the tables and plots show (``METHODS``; ablation runs have their own table)."""
+    return [k for k in METHODS if k in results]
+
+
 def _label(key: str, result: dict) -> str:
-    """The method's name, whether its weight decay was scoped to the trained subnet and whether it was
-    trained without KD; a SteppingNet run also names its neuron ranking and whether its moves were
-    funnel-free, and "(ours)" when it departs from the paper's construction."""
+    """The method and every option it used. SteppingNet: "paper's formulation" or "ours: " and the
+    options that depart from it (``training.stepping.our_options``; a run recorded before an option
+    existed gets what it used then), then the ablations (without KD / without LR suppression).
+    Baselines: "plain cross-entropy" (the default) or "ours: " SteppingNet's KD and LR suppression
+    (any-width: its suppression acts; slimmable has no owned weights, so it has none) and scoped decay."""
     config = result.get("config", {})
-    decay = ", scoped decay" if config.get("scoped_decay") else ""
-    options = decay + (", without KD" if result.get("kd") is False else "")
-    if not key.startswith("stepping"):
-        return METHODS[key] + options
-    label = (METHODS[key] + RANKING_NAMES[config["ranking"]] + (", funnel-free" if config.get("funnel_free") else "")
-             + options)
-    return label + (" (ours)" if label != METHODS[key] + RANKING_NAMES["importance"] else "")
+    kd, suppressed = result.get("kd", True), result.get("beta", 0.9) < 1.0
+    if key.startswith("stepping"):
+        options = our_options(config)
+        label = "SteppingNet, " + ("ours: " + " + ".join(options) if options else "paper's formulation")
+        return label + (", without KD" if not kd else "") + (", without LR suppression" if not suppressed else "")
+    used = {"SteppingNet's KD": kd, "LR suppression": suppressed and key.startswith("anywidth"),
+            "scoped decay": config.get("scoped_decay")}
+    recipe = [name for name, on in used.items() if on]
+    return _family(key) + (", ours: " + " + ".join(recipe) if recipe else ", plain cross-entropy")
 
 
 def _pct(x: float) -> str:
@@ -78,9 +95,7 @@ def _table_one(name: str, results: dict[str, dict]) -> list[str]:
              f"{original['original_macs'] / 1e6:.2f} M MACs.", "",
              "| method | " + " | ".join(f"subnet {i + 1}: A (%) / M/M_t (%) / A/A_t" for i in range(4)) + " |",
              "|---|" + "---|" * 4]
-    for key in METHODS:
-        if key not in results:
-            continue
+    for key in _keys(results):
         r = results[key]
         cells = [f"{_pct(a)} / {_pct(m)} / {a / a_t:.3f}" for a, m in zip(r["subnet_accuracy"], r["macs_fraction"])]
         lines.append(f"| {_label(key, r)} | " + " | ".join(cells) + " |")
@@ -88,7 +103,8 @@ def _table_one(name: str, results: dict[str, dict]) -> list[str]:
     if arch in PAPER_TABLE_I and "cifar10" in name:
         paper_t, paper = PAPER_TABLE_I[arch]
         cells = [f"{a:.2f} / {m:.2f} / {a / paper_t:.3f}" for a, m in paper]
-        lines.append(f"| paper's SteppingNet (original {paper_t} %) | " + " | ".join(cells) + " |")
+        lines.append(f"| paper's SteppingNet (Table I, row \"{PAPER_ROWS[arch]}\"; original {paper_t} %) | "
+                     + " | ".join(cells) + " |")
     lines.append("")
     return lines
 
@@ -99,7 +115,7 @@ def _equal_macs(name: str, results: dict[str, dict], key: str) -> list[str]:
 
     Outside a baseline's MAC range there is nothing to interpolate ("-"): no extrapolation.
     """
-    baselines = [k for k in METHODS if not k.startswith("stepping") and k in results]
+    baselines = [k for k in _keys(results) if not k.startswith("stepping")]
     if key not in results or not baselines:
         return []
     step = results[key]
@@ -121,7 +137,7 @@ def _equal_macs(name: str, results: dict[str, dict], key: str) -> list[str]:
 
 def _plot(name: str, results: dict[str, dict], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for key in METHODS:
+    for key in _keys(results):
         if key in results:
             r = results[key]
             ax.plot([100 * m for m in r["macs_fraction"]], [100 * a for a in r["subnet_accuracy"]], "o-",
@@ -204,7 +220,8 @@ def _constant_trace(name: str, results: dict[str, dict], every: int = 50) -> lis
         if not trace:
             continue
         levels = len(trace[0][1][0])
-        lines += [f"### {name}: {key}", "", "| iteration | " + " | ".join(f"level {k + 1}" for k in range(levels)) + " |",
+        lines += [f"### {name}: {key}", "",
+                  "| iteration | " + " | ".join(f"level {k + 1}" for k in range(levels)) + " |",
                   "|---|" + "---|" * levels]
         lines += [f"| {it} | " + " | ".join(str(sum(layer[k] for layer in counts)) for k in range(levels)) + " |"
                   for it, counts in trace]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every run behind docs/results/steppingnet.md (CPU schedule; see that page).
-#   experiments/steppingnet_repro.sh [lenet5|gtsrb|lenet_3c1l|variants|gtsrb_variants|all]   (default all; runs resume)
+#   experiments/steppingnet_repro.sh [lenet5|gtsrb|lenet_3c1l|variants|gtsrb_variants|paper|gtsrb_paper|paper_reduced|all]
+#   (default all; runs resume)
 # Runs one process at a time (THREADS torch threads each); the runs of a set after its original
 # network are independent and may also run in parallel.
 # then: python experiments/stepping_report.py --runs runs/steppingnet --out docs/results
@@ -8,9 +9,17 @@ set -euo pipefail
 DATASETS=${DATASETS:-$(cd "$(dirname "$0")/../.." && pwd)/shared/datasets}
 RUNS=${RUNS:-runs/steppingnet}
 THREADS=${THREADS:-1}
-# neuron ranking of the SteppingNet runs (training/stepping.py RANKINGS); the paper's "importance"
-# empties whole layers on LeNet-5 (docs/results/steppingnet.md), so the runs rank per MAC saved
-RANKING=${RANKING:-importance_per_mac}
+# The CLI defaults are the paper's formulation. Every recorded run names its departures from it:
+# - OURS: what every recorded SteppingNet run used: r on the neuron's output after BN/ReLU/pool (the
+#   paper: on the weighted sum, Eq. 1-2), pruning below 0.05 x the layer's mean |w| (the paper: |w| <
+#   1e-5), MAC targets met counting the pruned weights too (what the dense graphs execute);
+# - RANKING: neurons ranked by importance per MAC saved (the paper's "importance" empties whole layers
+#   on LeNet-5, docs/results/steppingnet.md); --funnel-free and --scoped-decay where a run used them;
+# - BASELINE_OURS: the baselines trained with SteppingNet's KD and LR suppression (the default: plain
+#   cross-entropy, the paper gives the baselines none of SteppingNet's techniques).
+OURS=(--scale-at output --prune-rule layer_mean --prune-threshold 0.05 --count-pruned-macs)
+RANKING=(--ranking importance_per_mac)
+BASELINE_OURS=(--baseline-recipe stepping)
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 CIFAR10=$DATASETS/cifar10/cifar10_jpg.zip
 GTSRB=$DATASETS/gtsrb/gtsrb32_jpg.zip
@@ -26,7 +35,7 @@ run_set() {
   run original "${common[@]}" --epochs "$orig" --out "$out/original"
   local teacher=(--teacher "$out/original/last.pt")
   local step=(stepping "${common[@]}" "${teacher[@]}" --iterations "$iters" --batches-per-iteration "$m"
-              --epochs "$retrain" --ranking "$RANKING")
+              --epochs "$retrain" "${RANKING[@]}" "${OURS[@]}")
   local best=$out/stepping_funnel_free_scoped_decay
   run "${step[@]}" --funnel-free --scoped-decay --out "$best"
   if [[ $constructions == all ]]; then
@@ -35,12 +44,39 @@ run_set() {
     run "${step[@]}" --funnel-free --out "$out/stepping_funnel_free"
     # weight decay scoped to the trained subnet (unscoped decay kills the neurons moved up; steppingnet.md)
     run "${step[@]}" --scoped-decay --out "$out/stepping_scoped_decay"
-    run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --scoped-decay --out "$out/anywidth_scoped_decay"
+    run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" "${BASELINE_OURS[@]}" --scoped-decay \
+      --out "$out/anywidth_scoped_decay"
   else
     run "${step[@]}" --funnel-free --scoped-decay --no-kd --construction "$best" --out "${best}_no_kd"
   fi
-  run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/anywidth"
-  run slimmable "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/slimmable"
+  run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" "${BASELINE_OURS[@]}" --out "$out/anywidth"
+  run slimmable "${common[@]}" "${teacher[@]}" --epochs "$base" "${BASELINE_OURS[@]}" --out "$out/slimmable"
+}
+
+# paper NAME DATA ORIGINAL_EPOCHS ITERATIONS BATCHES_PER_ITERATION RETRAIN_EPOCHS BASELINE_EPOCHS [extra...]: the
+# paper's formulation (every CLI default: ranking by M_j, r on the weighted sum, pruning |w| < 1e-5, MACs
+# of kept weights) and the baselines on plain cross-entropy, next to the recorded runs of the same set
+paper() {
+  local name=$1 data=$2 orig=$3 iters=$4 m=$5 retrain=$6 base=$7; shift 7
+  local out=$RUNS/$name common=(--data "$data" --arch lenet5 "$@")
+  run original "${common[@]}" --epochs "$orig" --out "$out/original"
+  local teacher=(--teacher "$out/original/last.pt")
+  run stepping "${common[@]}" "${teacher[@]}" --iterations "$iters" --batches-per-iteration "$m" --epochs "$retrain" \
+    --out "$out/stepping_paper"
+  run anywidth "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/anywidth_plain"
+  run slimmable "${common[@]}" "${teacher[@]}" --epochs "$base" --out "$out/slimmable_plain"
+}
+
+# paper_reduced: a short CPU check of the paper's formulation against the recommended construction on
+# CIFAR-10 LeNet-5 (original 3 epochs; construction N_t = 20 x m = 10 batches; 1 retraining epoch);
+# its own set, cifar10_lenet5_reduced, so nothing is compared with a run of another schedule
+paper_reduced() {
+  local out=$RUNS/cifar10_lenet5_reduced common=(--data "$CIFAR10" --arch lenet5)
+  run original "${common[@]}" --epochs 3 --out "$out/original"
+  local step=(stepping "${common[@]}" --teacher "$out/original/last.pt" --iterations 20 --batches-per-iteration 10
+              --epochs 1)
+  run "${step[@]}" --out "$out/stepping_paper"
+  run "${step[@]}" "${RANKING[@]}" "${OURS[@]}" --funnel-free --scoped-decay --out "$out/stepping_funnel_free_scoped_decay"
 }
 
 # CIFAR-10 LeNet-5: N_t = 300 (the paper's) x m = 125 (paper: 250), 30 retraining epochs;
@@ -70,12 +106,14 @@ variants() {
   local out=$RUNS/$name
   local common=(--data "$data" --arch lenet5 "$@" --teacher "$out/original/last.pt")
   local step=("${common[@]}" --iterations "$iters" --batches-per-iteration "$m" --epochs "$retrain")
-  run stepping "${step[@]}" --ranking importance --out "$out/stepping_paper_ranking"
-  ablate "$out/stepping" "${step[@]}" --ranking "$RANKING"
-  ablate "$out/stepping_funnel_free_scoped_decay" "${step[@]}" --ranking "$RANKING" --funnel-free --scoped-decay
-  # the baselines without KD too (the fair comparison for the runs above without KD)
-  run anywidth "${common[@]}" --epochs "$base" --no-kd --out "$out/anywidth_no_kd"
-  run slimmable "${common[@]}" --epochs "$base" --no-kd --out "$out/slimmable_no_kd"
+  # the paper's ranking with the rest of the recorded construction (OURS)
+  run stepping "${step[@]}" --ranking importance "${OURS[@]}" --out "$out/stepping_paper_ranking"
+  ablate "$out/stepping" "${step[@]}" "${RANKING[@]}" "${OURS[@]}"
+  ablate "$out/stepping_funnel_free_scoped_decay" "${step[@]}" "${RANKING[@]}" "${OURS[@]}" --funnel-free --scoped-decay
+  # the baselines without KD too (the fair comparison for the runs above without KD); any-width keeps LR
+  # suppression, slimmable has none (no owned weights), so slimmable_no_kd trains as the plain default does
+  run anywidth "${common[@]}" --epochs "$base" "${BASELINE_OURS[@]}" --no-kd --out "$out/anywidth_no_kd"
+  run slimmable "${common[@]}" --epochs "$base" "${BASELINE_OURS[@]}" --no-kd --out "$out/slimmable_no_kd"
 }
 
 case ${1:-all} in
@@ -84,6 +122,10 @@ case ${1:-all} in
   lenet_3c1l) run_set cifar10_lenet_3c1l "$CIFAR10" lenet_3c1l 12 "${LENET_3C1L[@]}" best ;;
   variants) variants cifar10_lenet5 "$CIFAR10" "${LENET5[@]}" ;;
   gtsrb_variants) variants gtsrb_lenet5 "$GTSRB" "${GTSRB_LENET5[@]}" --no-flip ;;
-  all) "$0" lenet5; "$0" gtsrb; "$0" lenet_3c1l; "$0" variants; "$0" gtsrb_variants ;;
-  *) echo "usage: $0 [lenet5|gtsrb|lenet_3c1l|variants|gtsrb_variants|all]" >&2; exit 2 ;;
+  paper) paper cifar10_lenet5 "$CIFAR10" 30 "${LENET5[@]}" ;;
+  gtsrb_paper) paper gtsrb_lenet5 "$GTSRB" 15 "${GTSRB_LENET5[@]}" --no-flip ;;
+  paper_reduced) paper_reduced ;;
+  all) "$0" lenet5; "$0" gtsrb; "$0" lenet_3c1l; "$0" variants; "$0" gtsrb_variants; "$0" paper; "$0" gtsrb_paper ;;
+  *) echo "usage: $0 [lenet5|gtsrb|lenet_3c1l|variants|gtsrb_variants|paper|gtsrb_paper|paper_reduced|all]" >&2
+     exit 2 ;;
 esac

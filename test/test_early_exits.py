@@ -13,11 +13,13 @@ from torch.nn import functional as F
 from anytime_perception.calibration.__main__ import main as calibrate_main
 from anytime_perception.calibration.calibrate import ExitRecords, collect, policy_features, rule_matrix
 from anytime_perception.calibration.policy import apply_policy, learn_policy
-from anytime_perception.calibration.rules import apply_thresholds, sequential_thresholds, soft_oracle
+from anytime_perception.calibration.rules import (apply_thresholds, sequential_thresholds, single_threshold,
+                                                  soft_oracle, thresholds_for_macs)
 from anytime_perception.data.image_folder import load_image_folder
 from anytime_perception.export.__main__ import main as export_main
 from anytime_perception.export.macs import count_macs
-from anytime_perception.nets.early_exit import DecisionGate, cost_fractions, exit_points, unit_macs
+from anytime_perception.nets.early_exit import (DecisionGate, EarlyExitNet, cost_fractions, exit_points,
+                                                main_block_points, placement_points, unit_macs)
 from anytime_perception.nets.resnet_cifar import resnet_cifar
 from anytime_perception.runtime.engine import AnytimeEngine
 from anytime_perception.runtime.exit_rules import rule_scores
@@ -26,7 +28,7 @@ from anytime_perception.runtime.model import AnytimeModel
 from anytime_perception.runtime.modes import ModeError, load_modes, parse_modes
 from anytime_perception.runtime.preprocess import Preprocessor
 from anytime_perception.training import classifier_run, exits_run
-from anytime_perception.training.early_exits import branch_warmup_loss, cumulative_loss, hinge_loss
+from anytime_perception.training.early_exits import branch_warmup_loss, cumulative_loss, gate_loss, hinge_loss
 from conftest import CIFAR10
 
 MODES = {"default_mode": "strict", "modes": {
@@ -37,15 +39,22 @@ MODES = {"default_mode": "strict", "modes": {
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A ResNet-8 backbone, PTEEnet branches and hinge d-gates trained on a CIFAR-10 subset, exported."""
+    """A ResNet-8 backbone, PTEEnet branches and hinge d-gates trained on a CIFAR-10 subset, exported:
+    ``pteenet`` with our warm-up and cost recursion, ``gates`` with the paper's defaults (main
+    blocks, raw score, lambda ||w||), ``gates_ours`` with our options (linear placement,
+    normalised score, weight decay)."""
     assert CIFAR10.is_file(), f"real data expected at {CIFAR10}"
     root = tmp_path_factory.mktemp("exits")
-    small = ["--data", str(CIFAR10), "--train-limit", "2048", "--test-limit", "400", "--batch-size", "64", "--threads", "2"]
+    small = ["--data", str(CIFAR10), "--train-limit", "2048", "--test-limit", "400", "--batch-size", "64",
+             "--threads", "2"]
     assert classifier_run.main([*small, "--depth", "8", "--epochs", "3", "--out", str(root / "backbone")]) == 0
     common = [*small, "--backbone", str(root / "backbone/last.pt"), "--exits", "2", "--epochs", "2"]
-    assert exits_run.main(["pteenet", *common, "--placement", "linear", "--out", str(root / "pteenet")]) == 0
-    assert exits_run.main(["gates", *common, "--placement", "linear", "--loss", "hinge", "--out", str(root / "gates")]) == 0
-    for name in ("pteenet", "gates"):
+    assert exits_run.main(["pteenet", *common, "--placement", "linear", "--warmup-epochs", "1",
+                           "--cost-form", "recursive", "--out", str(root / "pteenet")]) == 0
+    assert exits_run.main(["gates", *common, "--loss", "hinge", "--out", str(root / "gates")]) == 0
+    assert exits_run.main(["gates", *common, "--epochs", "1", "--placement", "linear", "--gate-score", "normalised",
+                           "--gate-penalty", "weight_decay", "--out", str(root / "gates_ours")]) == 0
+    for name in ("pteenet", "gates", "gates_ours"):
         export_main(["--checkpoint", str(root / name / "last.pt"), "--out", str(root / f"{name}_model")])
     (root / "modes.yaml").write_text(yaml.safe_dump(MODES))
     return root
@@ -77,10 +86,17 @@ def test_cumulative_loss_is_the_recursive_pteenet_loss():
     Y1 = h1[:, None] * p[1] + (1 - h1[:, None]) * p[2]
     C1 = h1 * 0.5 + (1 - h1) * 1.0
     Y0 = h0[:, None] * p[0] + (1 - h0[:, None]) * Y1
-    C0 = h0 * 0.2 + (1 - h0) * C1
-    expected = sum(F.nll_loss(Y.log(), targets) + lam * C.mean() for Y, C in ((Y0, C0), (Y1, C1)))
-    got = cumulative_loss([(y0, h0), (y1, h1), (final, torch.ones(4))], costs, lam)
-    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    outputs = [(y0, h0), (y1, h1), (final, torch.ones(4))]
+    for form, C0 in (("recursive", h0 * 0.2 + (1 - h0) * C1),  # EEnet: C_0 = h_0 c_0 + (1 - h_0) C_1
+                     ("next", h0 * 0.2 + (1 - h0) * 0.5)):  # PTEEnet eq. 3 as printed: ... + (1 - h_0) c_1
+        expected = sum(F.nll_loss(Y.log(), targets) + lam * C.mean() for Y, C in ((Y0, C0), (Y1, C1)))
+        assert cumulative_loss(outputs, costs, lam, form).item() == pytest.approx(expected.item(), rel=1e-5), form
+    default = cumulative_loss(outputs, costs, lam).item()
+    assert default == pytest.approx(cumulative_loss(outputs, costs, lam, "next").item())
+    assert cumulative_loss(outputs, costs, lam).item() != pytest.approx(
+        cumulative_loss(outputs, costs, lam, "recursive").item())
+    with pytest.raises(ValueError, match="cost_form"):
+        cumulative_loss(outputs, costs, lam, "geometric")
 
 
 def test_warmup_loss_is_the_cumulative_loss_with_every_exit_confident():
@@ -93,16 +109,81 @@ def test_warmup_loss_is_the_cumulative_loss_with_every_exit_confident():
     assert warmup.item() == pytest.approx(sum(F.cross_entropy(y, targets).item() for y, _ in outputs[:-1]), rel=1e-6)
 
 
-def test_hinge_loss_and_gate_distance():
+def test_hinge_loss_and_gate_norm_penalty():
     scores, labels = torch.tensor([[2.0, -0.5, 0.3]]), torch.tensor([0])
     # class 0 (+1): max(0, 1 - 2) = 0; class 1 (-1): max(0, 1 - 0.5) = 0.5; class 2 (-1): 1.3
     assert hinge_loss(scores, labels).item() == pytest.approx(1.8)
-    gate = DecisionGate(4, 3)
+    w0, w1 = torch.tensor([[3.0, 4.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    outputs = [(scores, None), (scores, None), (scores, None)]  # two gates and the backbone's exit
+    data = gate_loss(hinge_loss)(outputs, labels, None)
+    assert data.item() == pytest.approx(2 * 1.8)  # the last exit is not a gate
+    # the paper's + lambda ||w|| per gate (Frobenius norms 5 and 1)
+    assert gate_loss(hinge_loss, [w0, w1], 0.1)(outputs, labels, None).item() == pytest.approx(2 * 1.8 + 0.1 * 6)
+
+
+def test_gate_score_is_raw_by_default_normalised_as_an_option():
+    torch.manual_seed(2)
     features = torch.randn(2, 4, 5, 5)
-    scores, distance = gate(features)
+    raw = DecisionGate(4, 3)
+    scores, score = raw(features)
     pooled = features.mean((2, 3))
-    expected = ((pooled @ gate.linear.weight.T + gate.linear.bias) / gate.linear.weight.norm(dim=1)).max(1).values
-    assert torch.allclose(distance, expected, atol=1e-6) and scores.shape == (2, 3)
+    f = pooled @ raw.linear.weight.T + raw.linear.bias  # w^T x + b per class
+    assert raw.score == "raw" and torch.allclose(score, f.max(1).values, atol=1e-6)  # Algorithm 1
+    normalised = DecisionGate(4, 3, score="normalised")
+    normalised.load_state_dict(raw.state_dict() | {"normalise": torch.tensor(1.0)})
+    _, distance = normalised(features)
+    assert torch.allclose(distance, (f / raw.linear.weight.norm(dim=1)).max(1).values, atol=1e-6)
+    assert not torch.allclose(distance, score)
+    # the formula travels in the state dict; one saved before the option (no buffer) normalised
+    reloaded = DecisionGate(4, 3)
+    reloaded.load_state_dict(normalised.state_dict())
+    assert reloaded.score == "normalised"
+    old = {k: v for k, v in raw.state_dict().items() if k != "normalise"}
+    legacy = DecisionGate(4, 3)
+    legacy.load_state_dict(old)
+    assert legacy.score == "normalised" and torch.allclose(legacy(features)[1], distance, atol=1e-6)
+    with pytest.raises(ValueError, match="gate score"):
+        DecisionGate(4, 3, score="cosine")
+
+
+def test_gates_go_after_the_main_blocks_by_default():
+    assert main_block_points(resnet_cifar(20)) == [3, 6]  # stem = unit 0, 3 blocks per stage
+    assert main_block_points(resnet_cifar(32)) == [5, 10]
+    assert placement_points(resnet_cifar(20), "main_blocks") == [3, 6]
+    assert placement_points(resnet_cifar(20), "linear", 3) == [3, 5, 7]  # our published gates' points
+    with pytest.raises(ValueError, match="main_blocks gives 2 exits"):
+        placement_points(resnet_cifar(20), "main_blocks", 3)
+    net = EarlyExitNet(resnet_cifar(20), [3, 6], "gate")
+    assert all(head.score == "raw" for head in net.heads)
+    args = {m: exits_run._parse([m, "--backbone", "b", "--data", "d", "--out", "o"]) for m in ("gates", "pteenet")}
+    gates = args["gates"]
+    assert (gates.placement, gates.gate_score, gates.gate_penalty) == ("main_blocks", "raw", "norm")
+    assert args["gates"].weight_decay == 0.0 and args["gates"].gate_lambda > 0  # the norm term replaces weight decay
+    assert (args["pteenet"].placement, args["pteenet"].cost_form, args["pteenet"].warmup_epochs) == ("fine", "next", 0)
+    ours = exits_run._parse(["gates", "--backbone", "b", "--data", "d", "--out", "o", "--gate-penalty", "weight_decay"])
+    assert ours.weight_decay == 5e-4
+    assert exits_run.run_options(ours)["gate_lambda"] == 0.0
+
+
+def test_single_threshold_is_one_t_for_every_exit():
+    rng = np.random.default_rng(0)
+    n = 400
+    correct = np.stack([rng.random(n) < 0.5, rng.random(n) < 0.7, np.ones(n, bool)])
+    # exit 0's score ranges over [0, 1], exit 1's over [0, 0.5]: a shared T treats them unequally
+    scores = np.stack([correct[0] * 0.5 + rng.random(n) * 0.5, correct[1] * 0.25 + rng.random(n) * 0.25, np.zeros(n)])
+    cumulative = np.array([0.3, 0.6, 1.0])
+    for target in (1.0, 0.9, 0.8):
+        t = single_threshold(scores, correct, cumulative, target)
+        assert t.shape == (2,) and t[0] == t[1]
+        result = apply_thresholds(scores, t, correct, cumulative)
+        assert result.accuracy >= target - 1e-12
+        for other in np.unique(scores[:-1]):  # no shared T is cheaper at the target
+            alt = apply_thresholds(scores, np.full(2, other), correct, cumulative)
+            assert alt.accuracy < target - 1e-12 or alt.mean_macs >= result.mean_macs - 1e-12
+    per_exit = sequential_thresholds(scores, correct, cumulative, 0.9)
+    assert per_exit[0] != per_exit[1]
+    budget = thresholds_for_macs(scores, correct, cumulative, 0.7, mode="single")
+    assert budget[0] == budget[1] and apply_thresholds(scores, budget, correct, cumulative).mean_macs <= 0.7
 
 
 def test_heads_train_on_a_frozen_backbone(trained):
@@ -113,10 +194,15 @@ def test_heads_train_on_a_frozen_backbone(trained):
     result = json.loads((trained / "pteenet/result.json").read_text())
     assert result["points"] == meta["points"] and len(result["exit_accuracy"]) == 3
     assert all(a > 0.15 for a in result["exit_accuracy"]), result  # 10 classes: well above chance
+    assert result["options"]["warmup_epochs"] == 1 and result["options"]["cost_form"] == "recursive"
+    gates = json.loads((trained / "gates/result.json").read_text())
+    assert gates["points"] == [1, 2]  # ResNet-8: after stages 1 and 2 (one block each)
+    assert {k: gates["options"][k] for k in ("placement", "gate_score", "gate_penalty", "weight_decay")} == {
+        "placement": "main_blocks", "gate_score": "raw", "gate_penalty": "norm", "weight_decay": 0.0}
 
 
 def test_export_runs_each_exit_once_and_matches_torch(trained):
-    for name in ("pteenet", "gates"):
+    for name in ("pteenet", "gates", "gates_ours"):
         manifest = load_manifest(trained / f"{name}_model")
         _, meta = exits_run.load_exit_net(trained / name / "last.pt")
         assert [s.macs for s in manifest.stages] == meta["stage_macs"]  # graph-counted == hook-counted
@@ -124,6 +210,21 @@ def test_export_runs_each_exit_once_and_matches_torch(trained):
         head = "confidence" if name == "pteenet" else "distance"
         assert all(set(s.confidence_outputs) == {head} for s in manifest.stages[:-1])
         assert manifest.stages[1].inputs == ("features.0",)  # stage 1 reads the carry, not the image
+
+
+def test_exported_gates_compute_the_score_they_were_trained_with(trained):
+    image = load_image_folder(CIFAR10, "test").images[:1]
+    for name, expected in (("gates", "raw"), ("gates_ours", "normalised")):
+        net, _ = exits_run.load_exit_net(trained / name / "last.pt")
+        assert [head.score for head in net.heads] == [expected] * len(net.heads)
+        model = AnytimeModel(trained / f"{name}_model")
+        x, _ = Preprocessor(model.manifest.input)(image[0])
+        _, heads, confidences = model.run_stage_outputs(0, x, {})
+        score = confidences["distance"]
+        f = heads["logits"].ravel().astype(np.float64)
+        norms = net.heads[0].linear.weight.detach().norm(dim=1).numpy()
+        want = f.max() if expected == "raw" else (f / norms).max()
+        assert score == pytest.approx(want, rel=1e-4, abs=1e-5), name
 
 
 def _records(trained, name, limit=200) -> ExitRecords:
@@ -164,8 +265,13 @@ def test_calibration_writes_thresholds_the_engine_realises(trained, capsys):
     assert set(manifest.gates) == rules and len(manifest.policies) == 2
     assert set(manifest.gates["confidence"]) == {"strict", "loose"}
     summary = {(r["rule"], r["mode"]): r for r in json.loads((model_dir / "calibration.json").read_text())["summary"]}
+    # PTEEnet's confidence head: one threshold T for every exit (the paper's); other rules one per exit
+    assert all(r["thresholds"] == ("single" if r["rule"] == "confidence" else "per_exit") for r in summary.values())
+    for mode, thresholds in manifest.gates["confidence"].items():
+        assert len(set(thresholds[:-1])) == 1 and thresholds[-1] == float("inf"), (mode, thresholds)
     rule = manifest.gate_rule  # by default the cheapest at the accuracy-drop targets ("strict" here)
-    assert summary[rule, "strict"]["mean_macs_fraction"] == min(summary[r, "strict"]["mean_macs_fraction"] for r in rules)
+    cheapest = min(summary[r, "strict"]["mean_macs_fraction"] for r in rules)
+    assert summary[rule, "strict"]["mean_macs_fraction"] == cheapest
     assert summary[rule, "loose"]["mean_macs_fraction"] <= 0.6 + 1e-9
     # the deployed engine takes exactly the calibrated decisions on the same images
     half, _ = load_image_folder(CIFAR10, "test").halves(0)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 
 import numpy as np
@@ -20,9 +20,10 @@ from anytime_perception.runtime.model import AnytimeModel
 from anytime_perception.runtime.modes import load_modes
 from anytime_perception.training import stepping_run
 from anytime_perception.training.classification import batches, load_classification
+from anytime_perception.nets.checkpoint import load_checkpoint
 from anytime_perception.training.stepping import (SteppingConfig, assign_regular_levels, construct,
-                                                  distillation_loss, make_optimizer, move_neurons, scoped_weight_decay,
-                                                  suppress_gradients)
+                                                  distillation_loss, make_optimizer, move_neurons, our_options,
+                                                  scoped_weight_decay, suppress_gradients, update_pruning)
 
 from conftest import CIFAR10, MODES_FILE
 
@@ -86,27 +87,78 @@ def test_increments_equal_the_dense_masked_subnets(spec):
             assert torch.allclose(model(x, subnet), reference, atol=1e-4)
 
 
+@pytest.mark.parametrize("scale_at", ["weighted_sum", "output"])
 @pytest.mark.parametrize("spec", [LENET_3C1L.expanded(0.5), LENET_5.expanded(2.0), LATERAL], ids=lambda s: s.name)
-def test_training_forward_equals_the_increments(spec):
+def test_training_forward_equals_the_increments(spec, scale_at):
     """Training runs each subnet fused (one masked op per layer): same outputs and gradients."""
     model = _random_levels(SteppingNet(spec, 3), seed=4).train()
     x = torch.randn(8, 3, 32, 32)
     for subnet in range(3):
         scales = [torch.ones(w, requires_grad=True) for w in model.widths]
-        fused = model(x, subnet, scales)
+        fused = model(x, subnet, scales, scale_at)
         fused.square().sum().backward()
         grads = [p.grad.clone() for p in model.parameters()] + [r.grad.clone() for r in scales]
         model.zero_grad()
         scales = [torch.ones(w, requires_grad=True) for w in model.widths]
         carry = {}
         for k in range(subnet + 1):
-            new, increments = model.forward_increment(x, carry, k, scales)
+            new, increments = model.forward_increment(x, carry, k, scales, scale_at)
             carry.update(new)
         increments.square().sum().backward()
         reference = [p.grad.clone() for p in model.parameters()] + [r.grad.clone() for r in scales]
         model.zero_grad()
         assert torch.allclose(fused, increments, atol=1e-4)
         assert all(torch.allclose(g, r, atol=1e-3) for g, r in zip(grads, reference))
+
+
+def _lenet5_by_hand(model: SteppingNet, x: torch.Tensor, r: list[torch.Tensor], scale_at: str) -> torch.Tensor:
+    """The logits of a one-subnet LeNet-5 in eval mode, written out layer by layer, with the importance
+    scales ``r`` on each neuron's weighted sum (Eq. 1; with BN: on gamma x the normalised sum, before
+    the shift) or on its output after BN/ReLU/pooling."""
+    def column(t: torch.Tensor) -> torch.Tensor:
+        return t.view(1, -1, 1, 1)
+
+    on_sum = scale_at == "weighted_sum"
+    h = x
+    for c, (conv, bn) in enumerate(zip(model.convs, model.norms)):
+        normed = (conv(h) - column(bn.running_mean)) / torch.sqrt(column(bn.running_var) + bn.eps) * column(bn.weight)
+        h = F.max_pool2d(F.relu(normed * (column(r[c]) if on_sum else 1) + column(bn.bias)), 2)
+        h = h if on_sum else h * column(r[c])
+    h = h.flatten(1)
+    for i, fc in enumerate(model.fcs):
+        weighted = F.linear(h, fc.weight)
+        r_fc = r[len(model.convs) + i]
+        h = F.relu(weighted * r_fc + fc.bias) if on_sum else F.relu(weighted + fc.bias) * r_fc
+    return model.out(h)
+
+
+@pytest.mark.parametrize("scale_at", ["weighted_sum", "output"])
+def test_importance_scale_sits_where_scale_at_says(scale_at):
+    """Eq. 1: d_j = relu(r_j * sum_k d_jk w_jk + b_j). With r_j = 0 an FC unit outputs relu(b_j) and a
+    conv channel relu(BN shift) for every input (the paper's placement); on the output (ours) both 0."""
+    model = SteppingNet(LENET_5, 1).eval()  # every neuron at level 0
+    with torch.no_grad():
+        for bn in model.norms:  # non-trivial BN statistics
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+        model.fcs[0].bias.fill_(0.5)
+        model.norms[1].bias.fill_(0.25)
+    r = [torch.ones(w) for w in model.widths]
+    r[1][3], r[2][7], r[2][8], r[3][0] = 0.0, 0.0, 2.0, 0.5
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        new, logits = model.forward_increment(x, {}, 0, r, scale_at)
+        assert torch.allclose(logits, _lenet5_by_hand(model, x, r, scale_at), atol=1e-4)
+        conv2, fc1 = new["h1.0"][:, 3], new["h2.0"][:, 7]  # every neuron is level 0: in index order
+        if scale_at == "weighted_sum":
+            assert torch.allclose(conv2, torch.full_like(conv2, 0.25))
+            assert torch.allclose(fc1, torch.full_like(fc1, 0.5))
+        else:
+            assert not conv2.any() and not fc1.any()
+        unscaled = model.forward_increment(x, {}, 0)[1]
+        assert not torch.allclose(logits, unscaled)  # the scales act
+    with pytest.raises(ValueError, match="scale_at"):
+        model.forward_increment(x, {}, 0, r, "bias")
 
 
 @pytest.mark.parametrize("spec", [LENET_3C1L, LATERAL], ids=lambda s: s.name)
@@ -152,6 +204,57 @@ def test_macs_match_a_hand_count():
     levels = torch.tensor([0, 0, 0, 1, 1, 1])
     model.set_levels(0, levels)  # conv2 neurons (level 0) now read only the 3 level-0 channels
     assert model.macs(0) == 28 * 28 * 3 * 75 + 10 * 10 * 16 * 75 + 400 * 120 + 120 * 84 + 84 * 10
+
+
+def test_unpruned_macs_leave_out_exactly_the_masked_weights():
+    """``macs(k)`` counts what the dense graphs execute; ``macs(k, count_pruned=False)`` (the paper's
+    count) drops one MAC per output position of every weight the pruning masks switch off."""
+    model = SteppingNet(LENET_5, 2)
+    model.set_levels(2, (torch.arange(120) >= 100).long())  # fc1 units 100.. in subnet 1
+    model.set_levels(3, (torch.arange(84) >= 80).long())  # fc2 units 80.. in subnet 1
+    dense = [model.macs(k) for k in range(2)]
+    assert [model.macs(k, count_pruned=False) for k in range(2)] == dense
+    with torch.no_grad():
+        model.prune_mask(0)[0, 0, 0, :2] = False  # two conv1 taps: 28 x 28 positions each
+        model.prune_mask(2)[5, :3] = False  # three fc1 weights of a subnet-0 unit
+        model.prune_mask(2)[110, 0] = False  # one fc1 weight of a subnet-1 unit
+        model.prune_mask(4)[:, 80] = False  # the output weights of a subnet-1 fc2 unit: 10
+    assert [model.macs(k) for k in range(2)] == dense  # the graphs stay dense
+    assert model.macs(0, count_pruned=False) == dense[0] - 2 * 28 * 28 - 3
+    assert model.macs(1, count_pruned=False) == dense[1] - 2 * 28 * 28 - 3 - 1 - 10
+
+
+def test_pruning_rules():
+    """The paper prunes |w| < 1e-5; ours prunes below a fraction of the layer's mean |w|."""
+    model = SteppingNet(LENET_5, 1)
+    with torch.no_grad():
+        fc = model.fcs[0].weight
+        fc.fill_(1.0)
+        fc[0, :4] = torch.tensor([0.0, 5e-6, 2e-5, 0.04])
+    update_pruning(model, 1e-5)  # the paper's rule and threshold (SteppingConfig's defaults)
+    assert model.prune_mask(2)[0, :4].tolist() == [False, False, True, True]
+    update_pruning(model, 0.05, "layer_mean")
+    assert model.prune_mask(2)[0, :4].tolist() == [False, False, False, False]
+    assert int((~model.prune_mask(2)).sum()) == 4
+    cfg = SteppingConfig()
+    assert (cfg.prune_threshold, cfg.prune_rule, cfg.count_pruned_macs) == (1e-5, "absolute", False)
+    with pytest.raises(ValueError, match="prune_rule"):
+        SteppingConfig(prune_rule="global")
+
+
+def test_our_options_name_every_departure_from_the_paper():
+    assert our_options(asdict(SteppingConfig())) == []
+    ours = SteppingConfig(ranking="importance_per_mac", funnel_free=True, scoped_decay=True, scale_at="output",
+                          prune_rule="layer_mean", prune_threshold=0.05, count_pruned_macs=True)
+    assert our_options(asdict(ours)) == ["per-MAC ranking", "funnel-free", "scoped decay", "r after BN/ReLU/pool",
+                                         "pruning 0.05 x mean abs(w)", "pruned weights' MACs counted"]
+    # a config recorded before scale_at, prune_rule and count_pruned_macs existed used ours
+    recorded = {k: v for k, v in asdict(SteppingConfig(prune_threshold=0.05)).items()
+                if k not in ("scale_at", "prune_rule", "count_pruned_macs")}
+    assert our_options(recorded) == ["r after BN/ReLU/pool", "pruning 0.05 x mean abs(w)",
+                                     "pruned weights' MACs counted"]
+    other = SteppingConfig(prune_threshold=1e-3, gamma=0.5)
+    assert our_options(asdict(other)) == ["pruning abs(w) < 0.001", "gamma 0.5"]
 
 
 def test_lr_suppression_scales_gradients_by_beta_power():
@@ -221,17 +324,25 @@ def test_restarted_output_increments_leave_every_subnet_at_subnet_0(spec):
         assert changed <= {f"fcs.{last - len(model.convs)}.bias", "out.weight"} and (bias[increments] == 0).all()
 
 
-@pytest.mark.parametrize("funnel_free", [False, True])
-def test_construction_meets_mac_targets(cifar, funnel_free):
+OURS = {"ranking": "importance_per_mac", "scale_at": "output", "prune_rule": "layer_mean", "prune_threshold": 0.05,
+        "count_pruned_macs": True}
+
+
+@pytest.mark.parametrize("options", [{}, {"funnel_free": True}, {**OURS, "funnel_free": True},
+                                     {"prune_rule": "layer_mean", "prune_threshold": 0.05}],
+                         ids=["paper", "funnel_free", "ours", "paper_count_with_our_pruning"])
+def test_construction_meets_mac_targets(cifar, options):
     torch.manual_seed(0)
     spec = LENET_5.with_classes(10)
     original = SteppingNet(spec, 1).macs(0)
     targets = [round(f * original) for f in (0.15, 0.30, 0.60, 0.85)]
     model = SteppingNet(spec.expanded(2.0), 4)
-    cfg = SteppingConfig(iterations=6, batches_per_iteration=4, lr=0.02, funnel_free=funnel_free)
+    cfg = SteppingConfig(iterations=6, batches_per_iteration=4, lr=0.02, **options)
     stream = batches(cifar, 64, torch.Generator().manual_seed(0))
     construct(model, stream, partial(distillation_loss, gamma=1.0, temperature=1.0), targets, cfg)
-    macs = [model.macs(i) for i in range(4)]
+    macs = [model.macs(i, cfg.count_pruned_macs) for i in range(4)]  # the count the targets are met in
+    if not cfg.count_pruned_macs and cfg.prune_rule == "layer_mean":  # ~5 % pruned: the graphs run more
+        assert all(model.macs(i) > m for i, m in enumerate(macs))
     assert macs == sorted(macs) and all(m <= t for m, t in zip(macs, targets))
     assert macs[0] >= 0.5 * targets[0]  # moved just past the target, not emptied
     assert all(int((model.levels(l) == 4).sum()) > 0 for l in range(model.num_hidden))  # some removed
@@ -345,6 +456,8 @@ def test_baselines_hit_the_same_mac_points():
 
 def test_increment_export_executes_each_mac_once(tmp_path):
     model = _random_levels(SteppingNet(LENET_3C1L.expanded(0.75), 4), seed=3)
+    update_pruning(model, 0.05, "layer_mean")  # masked weights are zeros in the graphs, still multiplied
+    assert all(model.macs(k, count_pruned=False) < model.macs(k) for k in range(4))
     export_stepping(model, tmp_path, "stepping_test", tuple("abcdefghij"), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     runtime = AnytimeModel(tmp_path)
     stage_macs = [s.macs for s in runtime.manifest.stages]  # counted from each ONNX graph
@@ -390,8 +503,14 @@ def test_cli_trains_resumes_reuses_a_construction_and_exports(tmp_path, cifar, c
     assert stepping_run.main([*step, "--epochs", "2", "--resume"]) == 0  # nothing left: evaluates only
     result = json.loads((runs / "stepping" / "result.json").read_text())
     assert len(result["subnet_accuracy"]) == 4 and result["macs_fraction"] == sorted(result["macs_fraction"])
-    assert result["macs_fraction"][-1] <= 0.85 + 1e-9 and result["config"]["funnel_free"] is True
+    # the paper's count meets the targets; the graphs execute the dense count
+    assert result["macs_fraction_unpruned"][-1] <= 0.85 + 1e-9 and result["config"]["funnel_free"] is True
+    assert all(u <= d for u, d in zip(result["macs_fraction_unpruned"], result["macs_fraction"]))
     assert result["config"]["scoped_decay"] is True
+    keys = ("ranking", "scale_at", "prune_rule", "prune_threshold", "count_pruned_macs")
+    paper = {k: result["config"][k] for k in keys}
+    assert paper == {"ranking": "importance", "scale_at": "weighted_sum", "prune_rule": "absolute",
+                     "prune_threshold": 1e-5, "count_pruned_macs": False}
     # constant neurons per layer and level, recorded after the construction's last iteration
     (iteration, counts), = result["constant_trace"]
     assert iteration == 3 and len(counts) == 4 and all(len(layer) == 4 for layer in counts)
@@ -409,6 +528,30 @@ def test_cli_trains_resumes_reuses_a_construction_and_exports(tmp_path, cifar, c
     assert restarted["restarted_neurons"] == sum(last_layer[1:-1]) > 0
     assert stepping_run.main([*ablation, "--seed", "1", "--out", str(tmp_path / "other")]) == 2
     assert "(seed differ)" in capsys.readouterr().err and not (tmp_path / "other" / "result.json").exists()
+    # a construction recorded before scale_at, prune_rule and count_pruned_macs existed used our options:
+    # it is reused by a run that names them, and refused by one with the paper's defaults
+    recorded = load_checkpoint(runs / "stepping" / "constructed.pt")
+    config = recorded["settings"]["config"]
+    for key in ("scale_at", "prune_rule", "count_pruned_macs"):
+        del config[key]
+    config["prune_threshold"] = 0.05
+    (tmp_path / "recorded").mkdir()
+    torch.save(recorded, tmp_path / "recorded" / "constructed.pt")
+    legacy = [*step, "--epochs", "1", "--no-kd", "--construction", str(tmp_path / "recorded")]
+    ours = ["--scale-at", "output", "--prune-rule", "layer_mean", "--prune-threshold", "0.05", "--count-pruned-macs"]
+    assert stepping_run.main([*legacy, *ours, "--out", str(tmp_path / "legacy")]) == 0
+    assert stepping_run.main([*legacy, "--out", str(tmp_path / "legacy_paper")]) == 2
+    assert "(config differ)" in capsys.readouterr().err
+    # the baselines train on plain cross-entropy unless told to use SteppingNet's KD and LR suppression
+    for recipe in ([], ["--baseline-recipe", "stepping"]):
+        assert stepping_run.main(["anywidth", *common, *teacher, "--epochs", "1", *recipe,
+                                  "--out", str(tmp_path / f"anywidth{len(recipe)}")]) == 0
+    plain, kd = (json.loads((tmp_path / f"anywidth{n}" / "result.json").read_text()) for n in (0, 2))
+    assert (plain["kd"], plain["beta"], plain["baseline_recipe"]) == (False, 1.0, "plain")
+    assert (kd["kd"], kd["beta"], kd["baseline_recipe"]) == (True, 0.9, "stepping")
+    assert stepping_run.main([*step, "--epochs", "1", "--baseline-recipe", "stepping",
+                              "--out", str(tmp_path / "refused")]) == 2
+    assert "only applies to the anywidth and slimmable" in capsys.readouterr().err
     # the report reads the checkpoints for the constant-neuron table
     assert stepping_report.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     tables = (tmp_path / "report" / "steppingnet_tables.md").read_text()
@@ -433,56 +576,71 @@ def test_cli_refuses_bad_inputs_with_one_line(tmp_path, capsys):
 
 
 def test_report_writes_table_structure_and_plots(tmp_path):
+    """Every row names the options it used (runs recorded before an option existed: what they used);
+    the paper's Table I row is quoted next to ours."""
     common = {"arch": "lenet5", "original_macs": 1000, "command": "python -m ...", "wall_s": {"train": 60.0}}
+    per_mac = {"ranking": "importance_per_mac"}  # recorded before scale_at, prune_rule, count_pruned_macs
+    every = [0.15, 0.3, 0.6, 0.85]
     runs = {"original": {"subnet_accuracy": [0.7], "macs_fraction": [1.0]},
             "stepping": {"subnet_accuracy": [0.4, 0.5, 0.6, 0.65], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
                          "level_counts": [[1, 1, 2, 2, 6], [10, 0, 0, 0, 30]],
-                         "wall_s": {"construct": 120.0, "train": 60.0}, "config": {"ranking": "importance_per_mac"},
+                         "wall_s": {"construct": 120.0, "train": 60.0}, "config": per_mac,
                          "constant_trace": [[50, [[0, 0, 1, 2], [0, 0, 0, 3]]], [60, [[0, 0, 1, 2], [0, 0, 1, 3]]],
                                             [73, [[0, 0, 2, 2], [0, 1, 0, 3]]]]},
-            "stepping_paper_ranking": {"subnet_accuracy": [0.35, 0.5, 0.6, 0.65], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
-                                       "config": {"ranking": "importance"}},
-            "stepping_funnel_free": {"subnet_accuracy": [0.45, 0.55, 0.62, 0.67],
-                                     "macs_fraction": [0.15, 0.3, 0.6, 0.85],
-                                     "config": {"ranking": "importance_per_mac", "funnel_free": True}},
-            "stepping_scoped_decay": {"subnet_accuracy": [0.45, 0.58, 0.66, 0.7],
-                                      "macs_fraction": [0.15, 0.3, 0.6, 0.85],
-                                      "config": {"ranking": "importance_per_mac", "scoped_decay": True}},
-            "anywidth": {"subnet_accuracy": [0.3, 0.5, 0.6, 0.66], "macs_fraction": [0.15, 0.3, 0.6, 0.85]},
-            "anywidth_scoped_decay": {"subnet_accuracy": [0.3, 0.52, 0.6, 0.68], "macs_fraction": [0.15, 0.3, 0.6, 0.85],
+            "stepping_paper": {"subnet_accuracy": [0.3, 0.4, 0.55, 0.6], "macs_fraction": every,
+                               "config": asdict(SteppingConfig()), "beta": 0.9},
+            "stepping_paper_ranking": {"subnet_accuracy": [0.35, 0.5, 0.6, 0.65],
+                                       "macs_fraction": [0.14, 0.28, 0.55, 0.8], "config": {"ranking": "importance"}},
+            "stepping_funnel_free": {"subnet_accuracy": [0.45, 0.55, 0.62, 0.67], "macs_fraction": every,
+                                     "config": {**per_mac, "funnel_free": True}},
+            "stepping_scoped_decay": {"subnet_accuracy": [0.45, 0.58, 0.66, 0.7], "macs_fraction": every,
+                                      "config": {**per_mac, "scoped_decay": True}},
+            "anywidth": {"subnet_accuracy": [0.3, 0.5, 0.6, 0.66], "macs_fraction": every},
+            "anywidth_plain": {"subnet_accuracy": [0.28, 0.5, 0.6, 0.67], "macs_fraction": every, "kd": False,
+                               "beta": 1.0, "baseline_recipe": "plain"},
+            "anywidth_scoped_decay": {"subnet_accuracy": [0.3, 0.52, 0.6, 0.68], "macs_fraction": every,
                                       "config": {"scoped_decay": True}},
-            "anywidth_no_kd": {"subnet_accuracy": [0.31, 0.5, 0.61, 0.69], "macs_fraction": [0.15, 0.3, 0.6, 0.85],
-                               "kd": False},
+            "anywidth_no_kd": {"subnet_accuracy": [0.31, 0.5, 0.61, 0.69], "macs_fraction": every, "kd": False},
             "slimmable_no_kd": {"subnet_accuracy": [0.32, 0.5, 0.6, 0.66], "macs_fraction": [0.12, 0.25, 0.55, 0.8],
                                 "kd": False},
             "stepping_no_kd": {"subnet_accuracy": [0.41, 0.52, 0.63, 0.7], "macs_fraction": [0.14, 0.28, 0.55, 0.8],
-                               "config": {"ranking": "importance_per_mac"}, "kd": False}}
+                               "config": per_mac, "kd": False}}
     for method, result in runs.items():
         (tmp_path / "runs" / "cifar10_lenet5" / method).mkdir(parents=True)
         (tmp_path / "runs" / "cifar10_lenet5" / method / "result.json").write_text(json.dumps({**common, **result}))
     assert stepping_report.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     tables = (tmp_path / "out" / "steppingnet_tables.md").read_text()
-    assert "| SteppingNet, ranked per MAC saved (ours) | 40.00 / 14.00 / 0.571 |" in tables
-    assert "| SteppingNet, paper's ranking | 35.00 / 14.00 / 0.500 |" in tables
+    recorded = "r after BN/ReLU/pool + pruning 0.05 x mean abs(w) + pruned weights' MACs counted"
+    per_mac_row = f"SteppingNet, ours: per-MAC ranking + {recorded}"
+    assert f"| {per_mac_row} | 40.00 / 14.00 / 0.571 |" in tables
+    assert "| SteppingNet, paper's formulation | 30.00 / 15.00 / 0.429 |" in tables
+    assert f"| SteppingNet, ours: {recorded} | 35.00 / 14.00 / 0.500 |" in tables  # the paper's ranking only
     # any-width at 28 % MACs: between its 15 % (30 %) and 30 % (50 %) subnets -> 47.33 %; 14 % is below its range
-    assert "| 2 | 28.0 | 50.00 | 47.33 | +2.67 |" in tables and "| 1 | 14.0 | 40.00 | - | - |" in tables
-    funnel_free = "SteppingNet, ranked per MAC saved, funnel-free (ours)"
+    # (the plain any-width column comes first: at 28 % it interpolates 28 % and 50 % to 47.07 %)
+    assert "| 2 | 28.0 | 50.00 | 47.07 | +2.93 | 47.33 | +2.67 |" in tables
+    assert "| 1 | 14.0 | 40.00 | - | - |" in tables
+    funnel_free = f"SteppingNet, ours: per-MAC ranking + funnel-free + {recorded}"
     assert f"| {funnel_free} | 45.00 / 15.00 / 0.643 |" in tables
-    assert f"### cifar10_lenet5: {funnel_free}" in tables and "| 2 | 30.0 | 55.00 | 50.00 | +5.00 |" in tables
-    scoped = "SteppingNet, ranked per MAC saved, scoped decay (ours)"
-    assert f"### cifar10_lenet5: {scoped}" in tables and "any-width, scoped decay A (%) | difference" in tables
-    assert "| 2 | 30.0 | 58.00 | 50.00 | +8.00 | 52.00 | +6.00 |" in tables
-    assert "paper's SteppingNet (original 74.96 %)" in tables
+    assert f"### cifar10_lenet5: {funnel_free}" in tables
+    assert "| 2 | 30.0 | 55.00 | 50.00 | +5.00 | 50.00 | +5.00 |" in tables
+    scoped = f"SteppingNet, ours: per-MAC ranking + scoped decay + {recorded}"
+    assert f"### cifar10_lenet5: {scoped}" in tables
+    assert "| 2 | 30.0 | 58.00 | 50.00 | +8.00 | 50.00 | +8.00 | 52.00 | +6.00 |" in tables
+    assert "any-width, ours: SteppingNet's KD + LR suppression + scoped decay A (%) | difference" in tables
+    assert "| any-width, ours: SteppingNet's KD + LR suppression | 30.00 / 15.00 / 0.429 |" in tables
+    assert "| any-width, plain cross-entropy | 28.00 / 15.00 / 0.400 |" in tables
+    assert "| any-width, ours: LR suppression | 31.00 / 15.00 / 0.443 |" in tables
+    assert "| slimmable, plain cross-entropy | 32.00 / 12.00 / 0.457 |" in tables  # slimmable has no suppression
+    paper = "paper's SteppingNet (Table I, row \"LeNet-5 Cifar10\"; original 74.96 %)"
+    assert f"| {paper} | 51.80 / 13.64 / 0.691 |" in tables
     assert "| stepping | 1 / 2 / 4 / 6 (of 12) | 10 / 10 / 10 / 10 (of 40) |" in tables
     assert "| stepping | 3.0 (construct 2.0, train 1.0) |" in tables
     # the construction trace: every 50 iterations and the last, summed over the layers
     trace = tables[tables.index("### cifar10_lenet5: stepping\n"):]
     assert "| 50 | 0 | 0 | 1 | 5 |" in trace and "| 73 | 0 | 1 | 2 | 5 |" in trace and "| 60 |" not in trace
-    assert "| any-width, without KD | 31.00 / 15.00 / 0.443 |" in tables
-    assert "| slimmable, without KD | 32.00 / 12.00 / 0.457 |" in tables and "slimmable, without KD A (%)" in tables
     # the ablation of the constructions that have variants: here only "stepping", with and without KD
     ablation = tables[tables.index("## Ablation (Fig. 8)"):tables.index("## Structure")]
-    assert "### Ablation (cifar10_lenet5): SteppingNet, ranked per MAC saved (ours)" in ablation
+    assert f"### Ablation (cifar10_lenet5): {per_mac_row}" in ablation
     assert "| full | 40.00 | 50.00 | 60.00 | 65.00 | 14.0 / 28.0 / 55.0 / 80.0 |" in ablation
     assert "| without KD | 41.00 | 52.00 | 63.00 | 70.00 |" in ablation and "funnel-free" not in ablation
     assert (tmp_path / "out" / "steppingnet_ablation_cifar10_lenet5_stepping.png").stat().st_size > 0

@@ -1,5 +1,10 @@
 """Calibrate exit thresholds per vehicle mode on the deployed ONNX stages and write them into the
-model's manifest (the ``gate`` section the runtime reads)."""
+model's manifest (the ``gate`` section the runtime reads).
+
+Thresholds are tuned per exit (``sequential_thresholds``) for every rule except those in
+``single_rules``: by default PTEEnet's ``confidence`` head, which the paper thresholds with one T
+for all exits. The manifest holds one threshold per stage either way (a single T is repeated), so
+the runtime reads both alike; each summary row says which way it was tuned (``thresholds``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -13,10 +18,12 @@ from ..runtime.model import AnytimeModel
 from ..runtime.modes import ModeTable
 from ..runtime.preprocess import Preprocessor
 from .policy import learn_policy
-from .rules import apply_thresholds, sequential_thresholds, thresholds_for_macs
+from .rules import apply_thresholds, thresholds_for_macs, tune_thresholds
 
-__all__ = ["ExitRecords", "collect", "available_rules", "rule_matrix", "policy_features", "mode_thresholds", "calibrate",
-           "cheapest_rule", "print_summary", "write_gate"]
+__all__ = ["SINGLE_THRESHOLD_RULES", "ExitRecords", "collect", "available_rules", "rule_matrix", "policy_features",
+           "mode_thresholds", "calibrate", "cheapest_rule", "print_summary", "write_gate"]
+
+SINGLE_THRESHOLD_RULES = ("confidence",)  # PTEEnet: one confidence threshold T for every exit
 
 
 @dataclass(frozen=True)
@@ -52,8 +59,9 @@ def collect(model: AnytimeModel, images: np.ndarray, labels: np.ndarray) -> Exit
             logits[step.k].append(np.ravel(step.heads["logits"]))
             for n in names if step.k < exits - 1 else ():
                 confidences[n][step.k].append(step.confidences[n])
-    return ExitRecords(np.stack([np.stack(l) for l in logits]), {n: np.asarray(v) for n, v in confidences.items()},
-                       np.asarray(labels), np.asarray([s.macs for s in model.manifest.stages]))
+    return ExitRecords(np.stack([np.stack(per_exit) for per_exit in logits]),
+                       {n: np.asarray(v) for n, v in confidences.items()}, np.asarray(labels),
+                       np.asarray([s.macs for s in model.manifest.stages]))
 
 
 def available_rules(records: ExitRecords) -> list[str]:
@@ -83,35 +91,40 @@ def policy_features(records: ExitRecords) -> np.ndarray:
 
 
 def mode_thresholds(rule: str, scores: np.ndarray, correct: np.ndarray, cumulative: np.ndarray,
-                    modes: ModeTable) -> tuple[dict[str, list[float]], list[dict]]:
-    """Per mode with an ``exit`` target: one threshold per stage (the last ``inf``) and a summary
-    row (accuracy, mean MACs fraction, exit shares on these records)."""
+                    modes: ModeTable, mode: str = "per_exit") -> tuple[dict[str, list[float]], list[dict]]:
+    """Per mode with an ``exit`` target: one threshold per stage (the last ``inf``), tuned by
+    ``mode`` (``per_exit`` or ``single``), and a summary row (accuracy, mean MACs fraction, exit
+    shares on these records)."""
     final = float(correct[-1].mean())
     thresholds, summary = {}, []
-    for mode in modes.modes.values():
-        if mode.exit_target is None:
+    for vehicle_mode in modes.modes.values():
+        if vehicle_mode.exit_target is None:
             continue
-        kind, value = mode.exit_target
-        t = (sequential_thresholds(scores, correct, cumulative, final - value) if kind == "max_accuracy_drop"
-             else thresholds_for_macs(scores, correct, cumulative, value * cumulative[-1]))
+        kind, value = vehicle_mode.exit_target
+        t = (tune_thresholds(mode, scores, correct, cumulative, final - value) if kind == "max_accuracy_drop"
+             else thresholds_for_macs(scores, correct, cumulative, value * cumulative[-1], mode=mode))
         result = apply_thresholds(scores, t, correct, cumulative)
-        thresholds[mode.name] = [float(x) for x in t] + [float("inf")]
-        summary.append({"rule": rule, "mode": mode.name, "target": f"{kind}={value}", "accuracy": result.accuracy,
+        thresholds[vehicle_mode.name] = [float(x) for x in t] + [float("inf")]
+        summary.append({"rule": rule, "mode": vehicle_mode.name, "thresholds": mode, "target": f"{kind}={value}",
+                        "accuracy": result.accuracy,
                         "final_accuracy": final, "mean_macs_fraction": result.mean_macs / cumulative[-1],
                         "exit_share": list(result.exit_share)})
     return thresholds, summary
 
 
-def calibrate(records: ExitRecords, modes: ModeTable, rules: list[str], policy_lambda: float = 0.1
+def calibrate(records: ExitRecords, modes: ModeTable, rules: list[str], policy_lambda: float = 0.1,
+              single_rules: tuple[str, ...] = SINGLE_THRESHOLD_RULES
               ) -> tuple[dict[str, dict[str, list[float]]], list[LinearPolicy], list[dict]]:
     """Thresholds per rule and mode for each mode's ``exit`` target, the learned policy, and the
-    summary rows of every calibration."""
+    summary rows of every calibration. Rules in ``single_rules`` get one threshold for all exits
+    (PTEEnet's T; pass ``()`` for per-exit thresholds everywhere), the others one per exit."""
     correct, cumulative = records.correct, records.cumulative_macs
     policies = learn_policy(policy_features(records), correct, cumulative, policy_lambda) if "policy" in rules else []
     thresholds: dict[str, dict[str, list[float]]] = {}
     summary: list[dict] = []
     for rule in rules:
-        thresholds[rule], rows = mode_thresholds(rule, rule_matrix(rule, records, policies), correct, cumulative, modes)
+        thresholds[rule], rows = mode_thresholds(rule, rule_matrix(rule, records, policies), correct, cumulative, modes,
+                                                 "single" if rule in single_rules else "per_exit")
         summary += rows
     return thresholds, policies, summary
 

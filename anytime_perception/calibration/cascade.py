@@ -15,6 +15,15 @@ of the last network's) against the 0/1 error, an input that reaches network k an
 what the already-learned later decisions make of it. The three-way decision after network k is
 two binary ones: first, among continuing inputs, next vs jump (trained first, it lies deeper in the
 tree), then return vs continue to where that choice sends the input.
+
+The soft oracle (``soft_oracle``, a bound for the policies) knows the labels. ``paper`` (the
+default) is Bolukbasi et al.'s: it follows the cascade's paths, paying for every network it
+evaluates, and "can exit at a cheaper model only if all the latter models agree with the true
+label", which "prevent[s] the oracle from correcting mistakes made by the complex networks": an
+input the last network gets wrong goes to it by the cheapest path and keeps its error, so the
+oracle's accuracy is the last network's. ``any_correct`` (our option, the oracle of our first
+tables) takes the cheapest path whose answer is right, wherever that is, and so also fixes the
+last network's errors: an upper bound, not a speed-up at equal accuracy.
 """
 from __future__ import annotations
 
@@ -27,9 +36,10 @@ from .policy import fit_decision
 from .rules import first_exit
 
 __all__ = ["CascadeRecords", "CascadeOutcome", "CascadePolicy", "cascade_records", "paths", "path_outcome",
-           "learn_cascade", "apply_cascade", "myopic", "soft_oracle"]
+           "learn_cascade", "apply_cascade", "myopic", "soft_oracle", "ORACLES", "rises"]
 
 DECIDE = 0.5  # a policy's probability at or above which it takes its action
+ORACLES = ("paper", "any_correct")  # soft-oracle rules: Bolukbasi et al.'s (default), ours
 
 
 @dataclass(frozen=True)
@@ -172,13 +182,34 @@ def myopic(records: CascadeRecords, threshold: float) -> CascadeOutcome:
     return _outcome(np.arange(len(records.macs))[:, None] <= answer[None], records)
 
 
-def soft_oracle(records: CascadeRecords) -> CascadeOutcome:
-    """Per input the cheapest cascade path whose answer is right (the cheapest path if none is)."""
+def soft_oracle(records: CascadeRecords, rule: str = "paper") -> CascadeOutcome:
+    """Per input the cheapest cascade path allowed to answer it (``rule``, one of ``ORACLES``).
+
+    ``paper``: a path may end at network k only if networks ``k .. K-1`` are all right; inputs the
+    last network gets wrong take the cheapest path to it. ``any_correct``: the cheapest path whose
+    answer is right (the cheapest path if none is)."""
+    if rule not in ORACLES:
+        raise ValueError(f"unknown soft-oracle rule {rule!r}; known: {', '.join(ORACLES)}")
     options = paths(len(records.macs))
     masks = np.zeros((len(options), len(records.macs)), bool)  # [P, K]
     for i, path in enumerate(options):
         masks[i, list(path)] = True
     cost = masks @ records.macs  # [P]
-    right = records.correct[[p[-1] for p in options]]  # [P, N]
-    choice = np.where(right.any(0), np.where(right, cost[:, None], np.inf).argmin(0), cost.argmin())
+    ends = [p[-1] for p in options]
+    if rule == "paper":
+        # all later networks right: reverse cumulative AND over the networks, [K, N]
+        allowed_end = np.logical_and.accumulate(records.correct[::-1], axis=0)[::-1]
+        allowed = allowed_end[ends] | (np.asarray(ends) == len(records.macs) - 1)[:, None]  # [P, N]
+    else:
+        right = records.correct[ends]  # [P, N]
+        allowed = np.where(right.any(0), right, True)
+    choice = np.where(allowed, cost[:, None], np.inf).argmin(0)
     return _outcome(masks[choice].T, records)
+
+
+def rises(accuracy: np.ndarray | list[float], macs: np.ndarray | list[float]) -> bool:
+    """Whether the cascade's networks rise in cost and in accuracy (each strictly above the one
+    before): only then is the last network the most accurate and a speed-up against it one at
+    the best accuracy the cascade holds."""
+    accuracy, macs = np.asarray(accuracy, float), np.asarray(macs, float)
+    return bool((np.diff(macs) > 0).all() and (np.diff(accuracy) > 0).all())

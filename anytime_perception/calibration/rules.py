@@ -2,6 +2,11 @@
 
 An input leaves at the first exit whose score reaches that exit's threshold; the last exit always
 answers. Arrays are ``[exits, samples]``; ``cumulative_macs[k]`` is the cost of leaving at exit k.
+
+Two ways to tune them (``THRESHOLD_MODES``): ``per_exit`` (``sequential_thresholds``: one threshold
+per exit, tuned exit by exit, the decision-gate paper's procedure and BranchyNet's) and ``single``
+(``single_threshold``: one threshold T shared by every exit, PTEEnet's inference rule
+``I(h_n >= T)``, the paper's default for its confidence head).
 """
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ExitOutcome", "outcome", "first_exit", "apply_thresholds", "sequential_thresholds", "thresholds_for_macs",
-           "soft_oracle"]
+__all__ = ["ExitOutcome", "THRESHOLD_MODES", "outcome", "first_exit", "apply_thresholds", "sequential_thresholds",
+           "single_threshold", "tune_thresholds", "thresholds_for_macs", "soft_oracle"]
 
 NEVER = np.inf  # a threshold that never lets an input exit
+THRESHOLD_MODES = ("per_exit", "single")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,33 @@ def sequential_thresholds(scores: np.ndarray, correct: np.ndarray, cumulative_ma
     return thresholds
 
 
+def single_threshold(scores: np.ndarray, correct: np.ndarray, cumulative_macs: np.ndarray,
+                     target_accuracy: float) -> np.ndarray:
+    """One threshold T for every early exit (returned once per early exit): among the candidate
+    values of T, the one with the fewest mean MACs whose accuracy keeps the target (ties: the more
+    accurate); ``inf`` (never exit) when none does."""
+    candidates = _coarse(np.unique(scores[:-1])[::-1])
+    exits = scores.shape[0] - 1
+    best, best_key = NEVER, None
+    for t in candidates:
+        result = apply_thresholds(scores, np.full(exits, t), correct, cumulative_macs)
+        if result.accuracy >= target_accuracy - 1e-12:
+            key = (result.mean_macs, -result.accuracy)
+            if best_key is None or key < best_key:
+                best, best_key = t, key
+    return np.full(exits, best)
+
+
+def tune_thresholds(mode: str, scores: np.ndarray, correct: np.ndarray, cumulative_macs: np.ndarray,
+                    target_accuracy: float) -> np.ndarray:
+    """Thresholds for ``target_accuracy`` by ``mode`` (``per_exit`` or ``single``)."""
+    if mode == "per_exit":
+        return sequential_thresholds(scores, correct, cumulative_macs, target_accuracy)
+    if mode == "single":
+        return single_threshold(scores, correct, cumulative_macs, target_accuracy)
+    raise ValueError(f"threshold mode must be one of {', '.join(THRESHOLD_MODES)}, got {mode!r}")
+
+
 def _coarse(sorted_desc: np.ndarray, points: int = 400) -> np.ndarray:
     """At most ``points`` candidate thresholds (quantiles of the scores, strictest first)."""
     if len(sorted_desc) <= points:
@@ -74,11 +107,11 @@ def _coarse(sorted_desc: np.ndarray, points: int = 400) -> np.ndarray:
 
 
 def thresholds_for_macs(scores: np.ndarray, correct: np.ndarray, cumulative_macs: np.ndarray,
-                        max_mean_macs: float, steps: int = 20) -> np.ndarray:
-    """The most accurate sequentially tuned thresholds whose mean MACs stay within ``max_mean_macs``
+                        max_mean_macs: float, steps: int = 20, mode: str = "per_exit") -> np.ndarray:
+    """The most accurate thresholds (tuned by ``mode``) whose mean MACs stay within ``max_mean_macs``
     (bisection on the accuracy target; mean MACs fall as the target is lowered)."""
     def macs_at(target: float) -> tuple[np.ndarray, float]:
-        thresholds = sequential_thresholds(scores, correct, cumulative_macs, target)
+        thresholds = tune_thresholds(mode, scores, correct, cumulative_macs, target)
         return thresholds, apply_thresholds(scores, thresholds, correct, cumulative_macs).mean_macs
 
     high = float(correct[-1].mean())

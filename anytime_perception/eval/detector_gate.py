@@ -41,7 +41,8 @@ def gated_map(model: AnytimeModel, data: str, modes_file: str, score_threshold: 
     """One row per mode: stage shares, mean MACs and mAP@0.5 with and without the gate."""
     manifest = model.manifest
     if manifest.gate_rule != "policy" or not manifest.policies:
-        raise ValueError(f"{manifest.name}: no calibrated frame gate; run python -m anytime_perception.calibration first")
+        raise ValueError(f"{manifest.name}: no calibrated frame gate; "
+                         "run python -m anytime_perception.calibration first")
     samples = load_split(data, "val", classes=manifest.labels)
     records = collect_detector(model, [read_rgb(s.image_path) for s in samples], score_threshold, floor=0.01)
     cumulative = records.cumulative_macs
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         saving = 1 - r["macs_fraction"] / r["macs_fraction_without_gate"]
         lines.append(f"| {r['mode']} | {target} | {' / '.join(f'{100 * s:.0f} %' for s in r['stage_share'])} | "
                      f"{r['macs_fraction']:.3f} | {r['map50']:.3f} | {r['macs_fraction_without_gate']:.3f} | "
-                     f"{r['map50_without_gate']:.3f} | {100 * saving:.1f} % | {r['map50'] - r['map50_without_gate']:+.3f} | "
+                     f"{r['map50_without_gate']:.3f} | {100 * saving:.1f} % | "
+                     f"{r['map50'] - r['map50_without_gate']:+.3f} | "
                      f"{100 * r['agreement_with_last_stage']:.1f} % |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,11 @@
 - ``ConvXBranch``: X conv blocks, global pooling, a classification head and a sigmoid confidence
   head (Lahiany & Aperstein, PTEEnet).
 - ``DecisionGate``: one linear layer on the globally pooled features (Shafiee et al., d-gates); its
-  score per class doubles as the exit classifier, its distance to the boundary as the confidence.
+  score per class doubles as the exit classifier, its largest score as the confidence. ``score``:
+  ``raw`` ``max_c (w_c^T x + b_c)`` as in the paper's Algorithm 1 (default; the paper's thresholds
+  are on this scale), or ``normalised`` ``max_c (w_c^T x + b_c) / ||w_c||`` (ours: the Euclidean
+  distance to each class boundary; what checkpoints from before the option computed).
+- ``main_block_points``: the paper's gate placement, after each main block (ResNet stage) but the last.
 - ``EarlyExitNet``: backbone units sliced at the exit points, one branch (or gate) per exit, the
   backbone's own head as the last exit. ``stage(k)`` is what the k-th anytime stage computes.
 """
@@ -19,10 +23,13 @@ from torch import Tensor, nn
 from .macs import counted_macs
 from .resnet_cifar import CifarResNet
 
-__all__ = ["PLACEMENTS", "cost_fractions", "exit_points", "ConvXBranch", "DecisionGate", "EarlyExitNet", "unit_macs", "stage_macs"]
+__all__ = ["PLACEMENTS", "MAIN_BLOCKS", "GATE_SCORES", "cost_fractions", "exit_points", "main_block_points",
+           "placement_points", "ConvXBranch", "DecisionGate", "EarlyExitNet", "unit_macs", "stage_macs"]
 
 GOLDEN = (1 + math.sqrt(5)) / 2
-PLACEMENTS = ("pareto", "fine", "golden", "linear")
+PLACEMENTS = ("pareto", "fine", "golden", "linear")  # cost distributions (EEnet / PTEEnet)
+MAIN_BLOCKS = "main_blocks"  # the d-gate paper's placement: after every main block but the last
+GATE_SCORES = ("raw", "normalised")
 
 
 def cost_fractions(method: str, num_exits: int) -> list[float]:
@@ -59,6 +66,27 @@ def exit_points(unit_macs: list[int], num_exits: int, method: str = "fine") -> l
     return points
 
 
+def main_block_points(backbone: CifarResNet) -> list[int]:
+    """Unit indices ending each main block (ResNet stage) but the last: where the d-gate paper
+    puts its gates ("after each of the first three computational blocks" of ResNet-101; a CIFAR
+    ResNet has three stages, so two gates). ``units[0]`` is the stem."""
+    per_stage = (backbone.depth - 2) // 6
+    return [per_stage * stage for stage in (1, 2)]
+
+
+def placement_points(backbone: CifarResNet, placement: str, num_exits: int | None = None,
+                     input_size: int = 32) -> list[int]:
+    """Exit points by ``placement``: ``main_blocks`` or a cost distribution (``num_exits`` exits,
+    3 when not given). ``main_blocks`` fixes the number of exits; a different ``num_exits`` is an error."""
+    if placement == MAIN_BLOCKS:
+        points = main_block_points(backbone)
+        if num_exits is not None and num_exits != len(points):
+            raise ValueError(f"placement {MAIN_BLOCKS} gives {len(points)} exits (after units {points}), "
+                             f"not {num_exits}")
+        return points
+    return exit_points(unit_macs(backbone, input_size), 3 if num_exits is None else num_exits, placement)
+
+
 class ConvXBranch(nn.Module):
     """``convs`` 3x3 conv-BN-ReLU blocks (the first strided while the map is larger than 8x8),
     global average pooling, then ``classifier`` (logits) and ``confidence`` (sigmoid) heads."""
@@ -70,7 +98,8 @@ class ConvXBranch(nn.Module):
         channels, size = in_channels, feature_size
         for _ in range(convs):
             stride = 2 if size > 8 else 1
-            layers += [nn.Conv2d(channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
             channels, size = width, size // stride
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(channels, num_classes)
@@ -82,26 +111,49 @@ class ConvXBranch(nn.Module):
 
 
 class DecisionGate(nn.Module):
-    """A single linear layer on the globally pooled feature map (one score per class)."""
+    """A single linear layer on the globally pooled feature map (one score per class).
 
-    def __init__(self, in_channels: int, num_classes: int) -> None:
+    Args:
+        in_channels: channels of the feature map it reads.
+        num_classes: one score ``f_c = w_c^T x + b_c`` per class.
+        score: ``raw`` (the paper's Algorithm 1: ``max_c f_c``) or ``normalised`` (``max_c f_c / ||w_c||``).
+            Kept in the state dict (buffer ``normalise``), so a checkpoint carries its formula into
+            export; a state dict without it (from before the option) loads as ``normalised``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, score: str = "raw") -> None:
         super().__init__()
+        if score not in GATE_SCORES:
+            raise ValueError(f"gate score must be one of {', '.join(GATE_SCORES)}, got {score!r}")
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.linear = nn.Linear(in_channels, num_classes)
+        self.register_buffer("normalise", torch.tensor(float(score == "normalised")))
+        self.score = score  # mirrors the buffer as a Python value (no tensor-to-bool while tracing)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """Class scores and the largest signed distance to a class boundary, ``max_c f_c / |w_c|``."""
-        scores = self.linear(self.pool(features))
-        distance = scores / self.linear.weight.norm(dim=1).clamp_min(1e-12)
-        return scores, distance.max(dim=1).values
+        """Class scores ``[N, C]`` and the gate's confidence ``[N]``: the largest score, divided
+        by ``||w_c||`` when normalised."""
+        scores = self.linear(self.pool(features))  # [N, C]
+        if self.score == "normalised":
+            return scores, (scores / self.linear.weight.norm(dim=1).clamp_min(1e-12)).max(dim=1).values
+        return scores, scores.max(dim=1).values
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        if prefix + "normalise" not in state_dict:  # saved before the option: it always normalised
+            state_dict[prefix + "normalise"] = torch.tensor(1.0)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self.score = "normalised" if float(self.normalise) else "raw"
 
 
 class EarlyExitNet(nn.Module):
     """A frozen backbone with one exit head after each unit in ``points``; the last exit is the
-    backbone's head (confidence 1). ``kind``: ``branch`` (ConvX) or ``gate`` (decision gates)."""
+    backbone's head (confidence 1). ``kind``: ``branch`` (ConvX) or ``gate`` (decision gates, with
+    ``gate_score`` their confidence formula)."""
 
     def __init__(self, backbone: CifarResNet, points: list[int], kind: str = "branch", convs: int = 1,
-                 input_size: int = 32) -> None:
+                 input_size: int = 32, gate_score: str = "raw") -> None:
         super().__init__()
         if kind not in ("branch", "gate"):
             raise ValueError(f"kind must be 'branch' or 'gate', got {kind!r}")
@@ -112,7 +164,8 @@ class EarlyExitNet(nn.Module):
             p.requires_grad_(False)
         shapes = self._feature_shapes(input_size)
         self.heads = nn.ModuleList(
-            ConvXBranch(c, backbone.num_classes, convs, max(32, c), s) if kind == "branch" else DecisionGate(c, backbone.num_classes)
+            ConvXBranch(c, backbone.num_classes, convs, max(32, c), s) if kind == "branch"
+            else DecisionGate(c, backbone.num_classes, gate_score)
             for c, s in shapes)
 
     @torch.no_grad()

@@ -12,7 +12,10 @@ so they grow additively, one increment per subnet.
 activations of levels ``< k`` and adds their share to the logits; evaluation and the per-increment
 ONNX export use it. Training computes the same function with one masked op per layer (fewer, larger
 ops; the tests check outputs and gradients equal the increments'). Weights may also
-be pruned by magnitude with revivable (straight-through) masks. With one subnet and every level
+be pruned by magnitude with revivable (straight-through) masks; ``macs(k)`` counts what the dense
+graphs execute, ``macs(k, count_pruned=False)`` only the weights the masks keep (the paper's count).
+The importance scales ``r`` sit on each neuron's weighted sum (the paper's Eq. 1) or, as an option,
+on its output (``SCALE_AT``). With one subnet and every level
 0 the class is a plain CNN: the original network SteppingNet starts from.
 """
 from __future__ import annotations
@@ -24,9 +27,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ConvSpec", "SteppingSpec", "SteppingNet", "LENET_3C1L", "LENET_5", "ARCHITECTURES"]
+__all__ = ["ConvSpec", "SteppingSpec", "SteppingNet", "LENET_3C1L", "LENET_5", "ARCHITECTURES", "SCALE_AT"]
 
 Carry = dict[str, Tensor]
+# where the importance scale ``r`` of a neuron multiplies (``forward(..., scales, scale_at)``):
+# "weighted_sum": on its weighted sum, before the bias and the activation (the paper's Eq. 1-2; with
+# BatchNorm, on the normalised sum times the BN scale, before the BN shift); "output": on its output
+# after BatchNorm, ReLU and pooling (ours; the runs recorded before this option)
+SCALE_AT = ("weighted_sum", "output")
 
 
 @dataclass(frozen=True)
@@ -254,8 +262,17 @@ class SteppingNet(nn.Module):
         """The lateral input layer of hidden layer ``l`` (``ConvSpec.lateral``), if it has one."""
         return self.spec.convs[l].lateral if l < len(self.convs) and self.spec.convs[l].lateral >= 0 else None
 
-    def macs(self, subnet: int) -> int:
-        """Multiply-accumulates of subnet ``subnet`` (dense: pruned weights still count)."""
+    def macs(self, subnet: int, count_pruned: bool = True) -> int:
+        """Multiply-accumulates of subnet ``subnet``.
+
+        Args:
+            subnet: subnet index.
+            count_pruned: count the weights the pruning masks switch off too (default): what the
+                exported graphs execute (they are dense) and what the manifest records. False: only
+                the weights the masks keep, the paper's count (its pruning removes their MACs).
+        """
+        if not count_pruned:
+            return self._unpruned_macs(subnet)
         total = 0
         for l in range(self.num_hidden + 1):
             inputs = np.sort(self.input_levels(l))
@@ -267,6 +284,25 @@ class SteppingNet(nn.Module):
             fan_in = np.searchsorted(inputs, levels[levels <= subnet], side="right").sum()
             per_input = self.conv_out_hw[l] * self.spec.convs[l].kernel ** 2 if l < len(self.convs) else 1
             total += int(fan_in) * per_input
+        return total
+
+    def _unpruned_macs(self, subnet: int) -> int:
+        """``macs(subnet)`` counting only the weights the pruning masks keep."""
+        total = 0
+        for layer in range(self.num_hidden + 1):
+            mask = self.prune_mask(layer)
+            kept = (mask.flatten(2).sum(2) if mask.dim() > 2 else mask).to(torch.float64)  # [out, in]
+            inputs = torch.as_tensor(self.input_levels(layer), device=mask.device)
+            onehot = F.one_hot(inputs, self.num_subnets + 1).to(torch.float64)  # [in, level]
+            upto = (kept @ onehot).cumsum(1)  # [out, level j]: kept weights from inputs of level <= j
+            if layer == self.num_hidden:  # shared output layer: every output reads the inputs of level <= subnet
+                positions = self.final_hw if self.spec.head == "conv" else 1
+                total += positions * round(float(upto[:, subnet].sum()))
+                continue
+            levels = self.levels(layer)
+            rows = torch.nonzero(levels <= subnet).squeeze(1)
+            positions = self.conv_out_hw[layer] if layer < len(self.convs) else 1
+            total += positions * round(float(upto[rows, levels[rows]].sum()))
         return total
 
     def weight_owners(self) -> list[tuple[nn.Parameter, Tensor]]:
@@ -311,11 +347,13 @@ class SteppingNet(nn.Module):
             return cols
         return torch.cat([cols, self.widths[l - 1] + torch.cat(self.groups(lateral)[: k + 1])])
 
-    def _norm(self, l: int, x: Tensor, idx: Tensor) -> Tensor:
-        """BatchNorm of the channels ``idx`` of conv layer ``l``; running stats written back."""
+    def _norm(self, l: int, x: Tensor, idx: Tensor, r: Tensor | None = None) -> Tensor:
+        """BatchNorm of the channels ``idx`` of conv layer ``l``; running stats written back.
+        ``r``: importance scales of the channels, multiplying the normalised sum before the shift."""
         bn = self.norms[l]
         mean, var = bn.running_mean[idx], bn.running_var[idx]
-        y = F.batch_norm(x, mean, var, bn.weight[idx], bn.bias[idx], self.training, bn.momentum, bn.eps)
+        weight = bn.weight[idx] if r is None else bn.weight[idx] * r
+        y = F.batch_norm(x, mean, var, weight, bn.bias[idx], self.training, bn.momentum, bn.eps)
         if self.training:
             with torch.no_grad():
                 bn.running_mean[idx], bn.running_var[idx] = mean, var
@@ -340,8 +378,8 @@ class SteppingNet(nn.Module):
         factor = self._upsampling[l]
         return F.interpolate(x, scale_factor=factor, mode="nearest") if factor != 1 else x
 
-    def forward_increment(self, image: Tensor, carry: Carry, k: int,
-                          scales: list[Tensor] | None = None) -> tuple[Carry, Tensor]:
+    def forward_increment(self, image: Tensor, carry: Carry, k: int, scales: list[Tensor] | None = None,
+                          scale_at: str = "weighted_sum") -> tuple[Carry, Tensor]:
         """Increment ``k``: the level-``k`` neurons of every layer, then the logits of subnet ``k``.
 
         Args:
@@ -350,6 +388,8 @@ class SteppingNet(nn.Module):
             k: increment (subnet) index.
             scales: optional per-neuron multipliers ``r`` (ones) per hidden layer; their gradients
                 are SteppingNet's importance signal.
+            scale_at: where ``r`` multiplies (``SCALE_AT``): the weighted sum (the paper's Eq. 1)
+                or the neuron's output after BN/ReLU/pooling (ours).
 
         Returns:
             The new carry entries (non-empty level-``k`` groups and ``"logits.<k>"``) and the logits.
@@ -360,8 +400,9 @@ class SteppingNet(nn.Module):
             if idx_out.shape[0] == 0:
                 continue
             x, idx_in = self._layer_input(l, image, carry, new, k)
-            h = self._hidden(l, x, self._weight(l)[idx_out][:, idx_in], idx_out)
-            new[f"h{l}.{k}"] = self._scaled(h, scales, l, idx_out)
+            r_sum, r_out = self._split_scales(scales, scale_at, l, idx_out)
+            h = self._hidden(l, x, self._weight(l)[idx_out][:, idx_in], idx_out, r_sum)
+            new[f"h{l}.{k}"] = h if r_out is None else h * r_out.view((1, -1) + (1,) * (h.dim() - 2))
         last = self.num_hidden - 1
         logits = self._bias() if k == 0 else carry[f"logits.{k - 1}"]
         if f"h{last}.{k}" in new:
@@ -369,19 +410,29 @@ class SteppingNet(nn.Module):
         new[f"logits.{k}"] = logits
         return new, logits
 
-    def _hidden(self, l: int, x: Tensor, w: Tensor, idx_out: Tensor) -> Tensor:
-        """Neurons ``idx_out`` of hidden layer ``l`` from input ``x`` and their weight rows ``w``."""
+    def _hidden(self, l: int, x: Tensor, w: Tensor, idx_out: Tensor, r: Tensor | None = None) -> Tensor:
+        """Neurons ``idx_out`` of hidden layer ``l`` from input ``x`` and their weight rows ``w``;
+        ``r`` (optional, one per neuron) multiplies the weighted sum before the bias (Eq. 1)."""
         if l >= len(self.convs):
-            return F.relu(F.linear(x, w, self.fcs[l - len(self.convs)].bias[idx_out]))
+            bias = self.fcs[l - len(self.convs)].bias[idx_out]
+            if r is None:
+                return F.relu(F.linear(x, w, bias))
+            return F.relu(F.linear(x, w) * r + bias)  # [N, out]
         spec = self.spec.convs[l]
         h = F.conv2d(x, w, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
-        h = F.relu(self._norm(l, h, idx_out))
+        h = F.relu(self._norm(l, h, idx_out, r))
         return F.max_pool2d(h, 2) if spec.pool else h
 
     @staticmethod
-    def _scaled(h: Tensor, scales: list[Tensor] | None, l: int, idx: Tensor) -> Tensor:
-        """``h`` times the importance scales ``r`` of its neurons (no-op without scales)."""
-        return h if scales is None else h * scales[l][idx].view((1, -1) + (1,) * (h.dim() - 2))
+    def _split_scales(scales: list[Tensor] | None, scale_at: str, l: int,
+                      idx: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """The scales ``r`` of neurons ``idx`` of layer ``l``, as (on the weighted sum, on the output)."""
+        if scale_at not in SCALE_AT:
+            raise ValueError(f"scale_at must be one of {SCALE_AT}, got {scale_at!r}")
+        if scales is None:
+            return None, None
+        r = scales[l][idx]
+        return (r, None) if scale_at == "weighted_sum" else (None, r)
 
     def _bias(self) -> Tensor:
         return self.out.bias.view((1, -1) + (1,) * (self.out.weight.dim() - 2))
@@ -391,7 +442,8 @@ class SteppingNet(nn.Module):
         w = self._weight(self.num_hidden)[:, cols]
         return F.conv2d(x, w) if self.spec.head == "conv" else F.linear(x.flatten(1), w)
 
-    def _forward_fused(self, image: Tensor, subnet: int, scales: list[Tensor] | None) -> Tensor:
+    def _forward_fused(self, image: Tensor, subnet: int, scales: list[Tensor] | None,
+                       scale_at: str = "weighted_sum") -> Tensor:
         """Subnet ``subnet`` layer by layer over all its neurons at once, the weights masked to
         ``level(in) <= level(out)``: the function of the summed increments in fewer, larger ops."""
         x, cols = image, torch.arange(3, device=image.device)
@@ -405,23 +457,27 @@ class SteppingNet(nn.Module):
             in_levels = torch.as_tensor(self.input_levels(l), device=x.device)[cols]
             mask = in_levels[None, :] <= self.levels(l)[idx][:, None]  # [out, in]
             w = self._weight(l)[idx][:, cols]
-            h = self._hidden(l, x, w * mask.view(mask.shape + (1,) * (w.dim() - 2)), idx)
-            x, cols = self._scaled(h, scales, l, idx), self._features(l, idx)
+            r_sum, r_out = self._split_scales(scales, scale_at, l, idx)
+            h = self._hidden(l, x, w * mask.view(mask.shape + (1,) * (w.dim() - 2)), idx, r_sum)
+            x = h if r_out is None else h * r_out.view((1, -1) + (1,) * (h.dim() - 2))
+            cols = self._features(l, idx)
             outputs.append((x, cols))
         return self._bias() + self._output(x, cols)
 
-    def forward(self, image: Tensor, subnet: int | None = None, scales: list[Tensor] | None = None) -> Tensor:
+    def forward(self, image: Tensor, subnet: int | None = None, scales: list[Tensor] | None = None,
+                scale_at: str = "weighted_sum") -> Tensor:
         """Logits of subnet ``subnet`` (default: the largest).
 
         In training mode the subnet is computed fused (``_forward_fused``: one masked op per layer,
         the fast way to train); otherwise as its increments, exactly what the export runs.
+        ``scales``/``scale_at``: the importance scales ``r`` (``forward_increment``).
         """
         subnet = self.num_subnets - 1 if subnet is None else subnet
         if self.training:
-            return self._forward_fused(image, subnet, scales)
+            return self._forward_fused(image, subnet, scales, scale_at)
         carry: Carry = {}
         for k in range(subnet + 1):
-            new, logits = self.forward_increment(image, carry, k, scales)
+            new, logits = self.forward_increment(image, carry, k, scales, scale_at)
             carry.update(new)
         return logits
 

@@ -7,7 +7,10 @@
   for detectors the frame gate over ``detection_features`` (trained to predict that the stage's
   detections already match the last stage's).
 - any other name: a confidence the stage graph outputs itself (PTEEnet's sigmoid head ``confidence``,
-  a decision gate's distance ``distance``, a detector's frame gate).
+  a decision gate's score ``distance``, a detector's frame gate). The formula lives in the graph
+  (a gate exported from ``exits_run --gate-score raw`` outputs ``max_c w_c^T x + b_c``, one from
+  ``normalised`` divides by ``||w_c||``) and the thresholds are calibrated on that same output,
+  so the runtime reads every manifest alike whichever formula its graphs compute.
 Works on one input (``[classes]``) or a batch (``[..., classes]``).
 """
 from __future__ import annotations

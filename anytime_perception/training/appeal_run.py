@@ -8,13 +8,18 @@
     python -m anytime_perception.training.appeal_run joint ... --black-box --out runs/big_little/cifar10/mobilenet/black
 
 ``little`` pre-trains the little network alone with cross-entropy (it is also the MSP / gap /
-entropy baseline). ``joint`` adds the predictor head q(x) to the pre-trained little network and
-trains all of it with AppealNet's joint loss (``training/appeal.py``): white-box against the frozen
-big network (``--big``, a ``classifier_run`` checkpoint) or black-box (``--black-box``: the big
-network is an oracle). SGD (momentum 0.9, Nesterov), cosine learning rate, 4-pixel-shift crops and
-flips (``little --no-flip`` for traffic signs; ``joint`` augments like its little network).
-Checkpoints every epoch to ``<out>/last.pt`` (``--resume`` continues) and ends with
-``<out>/result.json`` (test accuracy, MACs, per-epoch log, wall time, command).
+entropy baseline). ``--arch`` names it (``nets.appeal.LITTLE_NETS``): the default ``mobilenet`` is
+the paper's CIFAR-10 network (full width, stride-1 stem), ``mobilenet_w05`` the paper's GTSRB one
+(width 0.5), ``mobilenet_w05_s2`` / ``shufflenet_s2`` ours (width 0.5, stride-2 stem: the networks
+of our published rows). ``joint`` adds the predictor head q(x) (``--predictor-head``: the paper's
+single fully connected layer ``linear``, the default, or our ``mlp``) to the pre-trained little
+network and trains all of it with AppealNet's joint loss (``training/appeal.py``): white-box
+against the frozen big network (``--big``, a ``classifier_run`` checkpoint) or black-box
+(``--black-box``: the big network is an oracle). SGD (momentum 0.9, Nesterov), cosine learning
+rate, 4-pixel-shift crops and flips (``little --no-flip`` for traffic signs; ``joint`` augments
+like its little network). Checkpoints every epoch to ``<out>/last.pt`` (``--resume`` continues)
+and ends with ``<out>/result.json`` (test accuracy, MACs, the options used, per-epoch log, wall
+time, command).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..nets.appeal import LITTLE_NETS, AppealNet, build_little
+from ..nets.appeal import LITTLE_NETS, PREDICTOR_HEADS, AppealNet, build_little
 from ..nets.macs import counted_macs
 from .appeal import LagrangeMultiplier, Renormalise, StepLoss, appeal_outputs, fit_steps, joint_step, little_step
 from .classification import ClassificationData, batches, load_classification
@@ -82,10 +87,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--lr", type=float, help="initial learning rate (default: little 0.1, joint 0.01)")
     common.add_argument("--weight-decay", type=float, default=5e-4)
     add_run_args(common, flip=False)
-    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     little = sub.add_parser("little", parents=[common], help="pre-train the little network alone (cross-entropy)")
-    little.add_argument("--arch", choices=sorted(LITTLE_NETS), default="mobilenet")
+    little.add_argument("--arch", choices=sorted(LITTLE_NETS), default="mobilenet",
+                        help="little network (default: the paper's CIFAR-10 MobileNet; GTSRB: mobilenet_w05; "
+                             "ours: mobilenet_w05_s2, shufflenet_s2)")
     little.add_argument("--no-flip", action="store_true", help="no horizontal flips (traffic signs)")
     little.set_defaults(epochs=15, lr=0.1)
     joint = sub.add_parser("joint", parents=[common], help="AppealNet joint training from a pre-trained little network")
@@ -93,6 +101,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     mode = joint.add_mutually_exclusive_group(required=True)
     mode.add_argument("--big", help="white-box: classifier_run checkpoint of the big network")
     mode.add_argument("--black-box", action="store_true", help="the big network is an oracle (its loss is 0)")
+    joint.add_argument("--predictor-head", choices=PREDICTOR_HEADS, default="linear",
+                       help="q(x) head: linear (the paper's single FC layer) or mlp (ours: two FC layers)")
     joint.add_argument("--target", type=float, default=0.5, help="target of the predictor loss mean(-log q)")
     joint.add_argument("--beta", type=float, default=0.1, help="initial Lagrange multiplier of the predictor loss")
     joint.add_argument("--beta-up", type=float, default=0.99, help="beta /= this after a step at or above the target")
@@ -121,7 +131,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log, wall = _train(args, job, out / "last.pt")
-    result = {"method": job.meta.get("method", "little"), "arch": job.meta["arch"], "data": str(args.data),
+    result = {"method": job.meta.get("method", "little"), "arch": job.meta["arch"],
+              **({"predictor_head": job.meta["predictor_head"]} if "predictor_head" in job.meta else {}),
+              "data": str(args.data),
               **job.evaluate(), "epochs": args.epochs, "log": log, "wall_s": wall,
               "command": command_line(MODULE, argv)}
     (out / "result.json").write_text(json.dumps(result, indent=2))
@@ -162,7 +174,7 @@ def _joint_job(args: argparse.Namespace) -> _Job:
     if list(data.classes) != little_meta["classes"]:
         raise ValueError(f"{args.data}: classes differ from the little network's ({args.little})")
     data = _in_statistics(data, little_meta["mean"], little_meta["std"])
-    net = AppealNet(little)
+    net = AppealNet(little, args.predictor_head)
     size = data.train_images.shape[-1]
     big, big_macs = None, None
     if args.big:
@@ -175,7 +187,8 @@ def _joint_job(args: argparse.Namespace) -> _Job:
     multiplier = LagrangeMultiplier(args.beta, args.target, args.beta_up, args.beta_down)
     meta = {**{k: little_meta[k] for k in ("arch", "classes", "mean", "std", "flip", "input_size")}, "kind": "appeal",
             "method": "black-box" if args.black_box else "white-box", "macs": _macs(net, size),
-            "little": str(args.little), "big": args.big, "big_macs": big_macs, "target": args.target}
+            "little": str(args.little), "big": args.big, "big_macs": big_macs, "target": args.target,
+            "predictor_head": args.predictor_head}
 
     def evaluate() -> dict:
         logits, q = appeal_outputs(net, data.test_images)

@@ -9,12 +9,17 @@
 - ``fit``: training of any nested classifier with ``gamma * CE + (1 - gamma) * KL`` against a
   teacher, subnets in ascending order per batch, gradients of weights owned by a smaller subnet
   ``i`` scaled by ``beta^(j - i)`` while subnet ``j`` trains. Used for SteppingNet's retraining,
-  the baselines (same code, same recipe) and, with one subnet and no teacher, the original network.
+  the baselines (by default without teacher and suppression: plain cross-entropy per subnet;
+  ``stepping_run --baseline-recipe stepping`` gives them SteppingNet's recipe) and, with one subnet
+  and no teacher, the original network.
+
+``SteppingConfig``'s defaults are the paper's formulation; ``our_options`` names the options of a
+config that depart from it (the report labels every run with them).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -22,10 +27,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..nets.stepping import SteppingNet
+from ..nets.stepping import SCALE_AT, SteppingNet
 
-__all__ = ["SteppingConfig", "RANKINGS", "fit", "construct", "move_neurons", "update_pruning", "assign_regular_levels",
-           "suppress_gradients", "scoped_weight_decay"]
+__all__ = ["SteppingConfig", "RANKINGS", "PRUNE_RULES", "LEGACY_CONFIG", "our_options", "fit", "construct",
+           "move_neurons", "update_pruning", "assign_regular_levels", "suppress_gradients", "scoped_weight_decay"]
 
 Batches = Iterator[tuple[Tensor, Any]]
 # (output of a subnet, labels, the teacher's output or None) -> loss
@@ -33,6 +38,9 @@ Loss = Callable[[Tensor, Any, "Tensor | None"], Tensor]
 
 
 RANKINGS = ("importance", "layer_relative", "importance_per_mac")
+# "absolute": prune |w| < threshold (the paper: 1e-5); "layer_mean": prune |w| < threshold x the
+# layer's mean |w| (ours; the recorded runs used 0.05)
+PRUNE_RULES = ("absolute", "layer_mean")
 
 
 @dataclass
@@ -45,7 +53,14 @@ class SteppingConfig:
     beta: float = 0.9  # learning-rate suppression base
     gamma: float = 0.4  # CE weight in the distillation loss
     temperature: float = 1.0  # of the KL term
-    prune_threshold: float = 0.05  # prune |w| below this fraction of the layer's mean |w|
+    prune_threshold: float = 1e-5  # the paper's; see ``prune_rule``
+    prune_rule: str = "absolute"  # ``PRUNE_RULES``: threshold on |w| (the paper) or on |w| / mean |w| (ours)
+    # the construction meets its MAC targets counting the pruned weights too (ours: what the dense
+    # exported graphs execute); off = only the weights the masks keep (the paper's count)
+    count_pruned_macs: bool = False
+    # where the importance scale r multiplies (``nets.stepping.SCALE_AT``): the weighted sum, Eq. 1-2
+    # (the paper), or the neuron's output after BN/ReLU/pooling (ours, the runs recorded before this option)
+    scale_at: str = "weighted_sum"
     min_neurons: int = 1  # every subnet keeps at least this many neurons per layer
     # which neurons move first (``RANKINGS``): the least important (the paper), the least important
     # relative to the other candidates of the same layer, or the least important per MAC saved
@@ -68,8 +83,35 @@ class SteppingConfig:
     weight_decay: float = 5e-4
 
     def __post_init__(self) -> None:
-        if self.ranking not in RANKINGS:
-            raise ValueError(f"ranking must be one of {RANKINGS}, got {self.ranking!r}")
+        for name, allowed in (("ranking", RANKINGS), ("prune_rule", PRUNE_RULES), ("scale_at", SCALE_AT)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+
+# what the runs recorded before these fields existed used (their result.json configs lack them)
+LEGACY_CONFIG = {"prune_rule": "layer_mean", "prune_threshold": 0.05, "count_pruned_macs": True, "scale_at": "output"}
+_RANKING_OPTIONS = {"importance_per_mac": "per-MAC ranking", "layer_relative": "within-layer ranking"}
+
+
+def our_options(config: dict) -> list[str]:
+    """Names of the options of ``config`` (``asdict(SteppingConfig)``, possibly recorded before some
+    fields existed: those get ``LEGACY_CONFIG``) that depart from the paper's formulation; empty = the
+    paper's. LR suppression off (``beta`` = 1) and KD off are ablations, named by the caller."""
+    c = {**asdict(SteppingConfig()), **LEGACY_CONFIG, **config}
+    paper = SteppingConfig()
+    names = [_RANKING_OPTIONS[c["ranking"]]] if c["ranking"] != "importance" else []
+    names += [name for key, name in (("funnel_free", "funnel-free"), ("scoped_decay", "scoped decay"),
+                                     ("full_rank_output", "full-rank output")) if c[key]]
+    if c["scale_at"] != paper.scale_at:
+        names.append("r after BN/ReLU/pool")
+    if c["prune_rule"] == "layer_mean":
+        names.append(f"pruning {c['prune_threshold']:g} x mean abs(w)")
+    elif c["prune_threshold"] != paper.prune_threshold:
+        names.append(f"pruning abs(w) < {c['prune_threshold']:g}")
+    if c["count_pruned_macs"]:
+        names.append("pruned weights' MACs counted")
+    names += [f"{key} {c[key]:g}" for key in ("alpha_growth", "gamma", "temperature") if c[key] != getattr(paper, key)]
+    return names
 
 
 def make_optimizer(model: nn.Module, cfg: SteppingConfig) -> torch.optim.Optimizer:
@@ -125,7 +167,7 @@ def train_batch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tens
     losses = []
     for subnet in range(model.num_subnets):
         scales = ([torch.ones(w, requires_grad=True) for w in model.widths] if importance is not None else None)
-        logits = model(images, subnet, scales) if scales is not None else model(images, subnet)
+        logits = model(images, subnet, scales, cfg.scale_at) if scales is not None else model(images, subnet)
         loss = loss_fn(logits, labels, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -165,34 +207,40 @@ def fit(model: nn.Module, data: Batches, loss_fn: Loss, steps: int, cfg: Steppin
     return optimizer
 
 
-def update_pruning(model: SteppingNet, threshold: float) -> float:
-    """Recompute the magnitude-pruning masks (revivable: weights keep training); returns sparsity."""
+def update_pruning(model: SteppingNet, threshold: float, rule: str = "absolute") -> float:
+    """Recompute the magnitude-pruning masks (revivable: weights keep training); returns sparsity.
+
+    ``rule`` (``PRUNE_RULES``): prune ``|w| < threshold`` ("absolute", the paper's, with 1e-5) or
+    ``|w| < threshold x mean |w|`` of the layer ("layer_mean", ours).
+    """
+    if rule not in PRUNE_RULES:
+        raise ValueError(f"rule must be one of {PRUNE_RULES}, got {rule!r}")
     pruned = total = 0
     with torch.no_grad():
         for l, layer in enumerate(model.weighted_layers):
             magnitude = layer.weight.abs()
-            mask = magnitude >= threshold * magnitude.mean()
+            mask = magnitude >= (threshold * magnitude.mean() if rule == "layer_mean" else threshold)
             model.prune_mask(l).copy_(mask)
             pruned += int((~mask).sum())
             total += mask.numel()
     return pruned / total
 
 
-def _over_target(model: SteppingNet, i: int, targets: list[int]) -> bool:
+def _over_target(model: SteppingNet, i: int, targets: list[int], count_pruned: bool = True) -> bool:
     """Subnet ``i`` must shed neurons: above its target, and (for i > 0) with a surplus over
-    subnet ``i - 1`` larger than the targets' gap."""
-    macs = model.macs(i)
+    subnet ``i - 1`` larger than the targets' gap (MACs: ``SteppingNet.macs(., count_pruned)``)."""
+    macs = model.macs(i, count_pruned)
     if macs <= targets[i]:
         return False
-    return i == 0 or macs - model.macs(i - 1) > targets[i] - targets[i - 1]
+    return i == 0 or macs - model.macs(i - 1, count_pruned) > targets[i] - targets[i - 1]
 
 
-def _move_saving(model: SteppingNet, l: int, j: int, i: int) -> int:
+def _move_saving(model: SteppingNet, l: int, j: int, i: int, count_pruned: bool = True) -> int:
     """MACs subnet ``i`` saves if neuron ``j`` of layer ``l`` moves from level ``i`` to ``i + 1``."""
-    before, levels = model.macs(i), model.levels(l).clone()
+    before, levels = model.macs(i, count_pruned), model.levels(l).clone()
     levels[j] = i + 1
     model.set_levels(l, levels)
-    saving = before - model.macs(i)
+    saving = before - model.macs(i, count_pruned)
     levels[j] = i
     model.set_levels(l, levels)
     return saving
@@ -221,7 +269,7 @@ def _can_move(counts: Tensor, l: int, i: int, min_neurons: int, funnel_free: boo
 
 
 def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, target: int,
-          min_neurons: list[int], funnel_free: bool) -> int | None:
+          min_neurons: list[int], funnel_free: bool, count_pruned: bool = True) -> int | None:
     """Index in ``ranked`` (``_ranked``, ascending) of the next neuron to move out of subnet ``i``:
     the least important allowed one (``_can_move``) whose saving keeps the subnet at or above
     ``target``; if every allowed move goes below it, the one that saves least (the subnet lands
@@ -229,12 +277,12 @@ def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, targ
     With ``funnel_free``, a funnel-free move if there is one, else any connected one: later layers
     that have passed their neurons on to larger subnets must not stop the construction."""
     counts = model.level_counts()
-    excess = model.macs(i) - target
+    excess = model.macs(i, count_pruned) - target
     for rule in ((True, False) if funnel_free else (False,)):
         savings: dict[int, int] = {}
         for k, (_, l, j) in enumerate(ranked):
             if _can_move(counts, l, i, min_neurons[l], rule):
-                savings[k] = _move_saving(model, l, j, i)
+                savings[k] = _move_saving(model, l, j, i, count_pruned)
                 if savings[k] <= excess:
                     return k
         if savings:
@@ -243,7 +291,7 @@ def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, targ
 
 
 def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
-            min_neurons: list[int]) -> list[tuple[float, int, int]]:
+            min_neurons: list[int], count_pruned: bool = True) -> list[tuple[float, int, int]]:
     """(score, layer, neuron) of the level-``i`` neurons that may leave subnet ``i``, ascending.
 
     ``importance``: the paper's ``M_j``. ``layer_relative``: ``M_j`` over the mean ``M`` of the
@@ -260,7 +308,7 @@ def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
         if ranking == "layer_relative":
             scores = scores / scores.mean().clamp(min=1e-12)
         elif ranking == "importance_per_mac":
-            scores = scores / torch.tensor([max(1, _move_saving(model, l, int(j), i)) for j in idx])
+            scores = scores / torch.tensor([max(1, _move_saving(model, l, int(j), i, count_pruned)) for j in idx])
         elif ranking != "importance":
             raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
         ranked += [(float(v), l, int(j)) for v, j in zip(scores, idx)]
@@ -268,7 +316,8 @@ def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
 
 
 def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int], chunk: float,
-                 min_neurons: int | list[int] = 1, ranking: str = "importance", funnel_free: bool = False) -> int:
+                 min_neurons: int | list[int] = 1, ranking: str = "importance", funnel_free: bool = False,
+                 count_pruned: bool = True) -> int:
     """Move the least important neurons (MACs just over ``chunk``) out of every subnet over its target.
 
     Subnets are visited from the largest down, so a neuron moves at most one level per call;
@@ -279,18 +328,19 @@ def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int
     that change its output; near its target a subnet skips neurons that would take it below the
     target (``_pick``).
     ``min_neurons``: what every subnet keeps per hidden layer (one number, or one per layer).
+    ``count_pruned``: MACs of pruned weights count towards the targets (``SteppingNet.macs``).
     Returns the number of neurons moved.
     """
     if isinstance(min_neurons, int):
         min_neurons = [min_neurons] * model.num_hidden
     moved = 0
     for i in reversed(range(model.num_subnets)):
-        if not _over_target(model, i, targets):
+        if not _over_target(model, i, targets, count_pruned):
             continue
-        ranked = _ranked(model, importance, i, ranking, min_neurons)
-        start = model.macs(i)
-        while start - model.macs(i) < chunk and _over_target(model, i, targets):
-            pick = _pick(model, ranked, i, targets[i], min_neurons, funnel_free)
+        ranked = _ranked(model, importance, i, ranking, min_neurons, count_pruned)
+        start = model.macs(i, count_pruned)
+        while start - model.macs(i, count_pruned) < chunk and _over_target(model, i, targets, count_pruned):
+            pick = _pick(model, ranked, i, targets[i], min_neurons, funnel_free, count_pruned)
             if pick is None:
                 break
             _, l, j = ranked.pop(pick)
@@ -323,15 +373,17 @@ def construct(model: SteppingNet, data: Batches, loss_fn: Loss, targets: list[in
         for _ in range(cfg.batches_per_iteration):
             images, labels = next(data)
             train_batch(model, optimizer, images, labels, loss_fn, cfg, None, cfg.beta, importance)
-        sparsity = update_pruning(model, cfg.prune_threshold)
-        move_neurons(model, importance, targets, chunk, floors, cfg.ranking, cfg.funnel_free)
-        bar.set_postfix({"MACs": "/".join(f"{model.macs(i) / targets[i]:.2f}" for i in range(model.num_subnets)),
+        sparsity = update_pruning(model, cfg.prune_threshold, cfg.prune_rule)
+        move_neurons(model, importance, targets, chunk, floors, cfg.ranking, cfg.funnel_free, cfg.count_pruned_macs)
+        bar.set_postfix({"MACs": "/".join(f"{model.macs(i, cfg.count_pruned_macs) / targets[i]:.2f}"
+                                          for i in range(model.num_subnets)),
                          "sparsity": f"{sparsity:.2f}"}, refresh=False)
         if on_iteration is not None:
             on_iteration(iteration + 1, optimizer)
     # targets not reached within N_t iterations: keep moving by the last importance, no training
-    while any(_over_target(model, i, targets) for i in range(model.num_subnets)):
-        if move_neurons(model, importance, targets, chunk, floors, cfg.ranking, cfg.funnel_free) == 0:
+    while any(_over_target(model, i, targets, cfg.count_pruned_macs) for i in range(model.num_subnets)):
+        if move_neurons(model, importance, targets, chunk, floors, cfg.ranking, cfg.funnel_free,
+                        cfg.count_pruned_macs) == 0:
             break
     return optimizer
 

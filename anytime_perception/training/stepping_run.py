@@ -1,10 +1,13 @@
 """CLI: train the original network, a SteppingNet, or a nested baseline (classifier or detector).
 
-    python -m anytime_perception.training.stepping_run original  --data cifar10_jpg.zip --arch lenet_3c1l --out runs/c10_3c1l/original
-    python -m anytime_perception.training.stepping_run stepping  --data ... --arch lenet_3c1l --teacher runs/c10_3c1l/original/last.pt --out ...
+    python -m anytime_perception.training.stepping_run original  --data cifar10_jpg.zip --arch lenet_3c1l
+        --out runs/c10_3c1l/original
+    python -m anytime_perception.training.stepping_run stepping  --data ... --arch lenet_3c1l
+        --teacher runs/c10_3c1l/original/last.pt --out ...
     python -m anytime_perception.training.stepping_run anywidth  --data ... --teacher ... --epochs N --out ...
     python -m anytime_perception.training.stepping_run slimmable --data ... --teacher ... --epochs N --out ...
-    python -m anytime_perception.training.stepping_run stepping  --arch stepping_centernet_neck --data ../shared/datasets/road_signs ...
+    python -m anytime_perception.training.stepping_run stepping  --arch stepping_centernet_neck
+        --data ../shared/datasets/road_signs ...
 
 Every run checkpoints to ``<out>/last.pt`` (``--resume`` continues it) and ends by writing
 ``<out>/result.json``: accuracy (classifiers) or validation loss (detectors; mAP comes from
@@ -14,6 +17,12 @@ or absolute with ``--target-macs``. A SteppingNet run also keeps its finished co
 ``<out>/constructed.pt``; ``--construction <run>`` retrains from another run's construction instead of
 repeating it (retraining ablations such as ``--no-kd``: construction never uses the teacher), and
 refuses one built with different settings.
+
+The defaults are the paper's formulation (``SteppingConfig``; the baselines trained on plain
+cross-entropy); our options are named flags (``--ranking importance_per_mac``, ``--funnel-free``,
+``--scoped-decay``, ``--scale-at output``, ``--prune-rule layer_mean --prune-threshold 0.05``,
+``--count-pruned-macs``, ``--baseline-recipe stepping``). ``experiments/steppingnet_repro.sh``
+spells out every option of every recorded run.
 """
 from __future__ import annotations
 
@@ -30,7 +39,9 @@ from ..nets.slimmable import SlimmableClassifier, fit_ratios
 from ..nets.stepping import ARCHITECTURES, SteppingSpec, SteppingNet
 from ..nets.stepping_detector import CENTERNET_CHAIN, CENTERNET_NECK, stepping_centernet
 from .cli import add_run_args, command_line, configure_torch, run_cli
-from .stepping import SteppingConfig, assign_regular_levels, construct, fit, make_optimizer
+from .stepping import (LEGACY_CONFIG, PRUNE_RULES, RANKINGS, SteppingConfig, assign_regular_levels, construct, fit,
+                       make_optimizer)
+from ..nets.stepping import SCALE_AT
 from .stepping_tasks import Task, classification_task, detection_task
 from ..nets.checkpoint import classifier_checkpoint, load_checkpoint, model_from_state
 
@@ -40,6 +51,12 @@ DETECTORS = {s.name: s for s in (CENTERNET_CHAIN, CENTERNET_NECK)}
 DEFAULT_TARGETS = {"lenet_3c1l": (0.10, 0.30, 0.50, 0.85), "lenet5": (0.15, 0.30, 0.60, 0.85),
                    **{name: (0.06, 0.25, 0.85) for name in DETECTORS}}
 DEFAULT_EXPANSION = {"lenet_3c1l": 1.8, "lenet5": 2.0, **{name: 1.5 for name in DETECTORS}}
+# how the any-width and slimmable baselines are trained: "plain" = cross-entropy on every subnet, no
+# teacher, no LR suppression (the paper gives the baselines none of SteppingNet's techniques);
+# "stepping" = SteppingNet's retraining recipe, KD from the original network and LR suppression
+# (ours; the baseline runs recorded before this option)
+BASELINE_RECIPES = ("plain", "stepping")
+CHOICES = {"ranking": RANKINGS, "prune_rule": PRUNE_RULES, "scale_at": SCALE_AT}
 
 
 def classifier_from_state(state: dict) -> tuple[nn.Module, dict]:
@@ -68,6 +85,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=0, help="default: 128 (classifiers), 16 (detectors)")
     p.add_argument("--no-kd", action="store_true", help="retrain with CE only (ablation)")
     p.add_argument("--no-suppression", action="store_true", help="beta = 1 (ablation)")
+    p.add_argument("--baseline-recipe", choices=BASELINE_RECIPES,
+                   help="anywidth/slimmable: plain cross-entropy (default, the paper gives the baselines none of "
+                        "SteppingNet's techniques) or SteppingNet's KD + LR suppression (ours, the recorded runs)")
     p.add_argument("--restart-output-increments", action="store_true",
                    help="stepping: before retraining, restart the last hidden layer's increment neurons "
                         "(SteppingNet.restart_output_increments; docs/results/steppingnet.md, Detector)")
@@ -79,7 +99,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         if isinstance(f.default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            p.add_argument(flag, type=type(f.default), default=f.default)
+            p.add_argument(flag, type=type(f.default), default=f.default, choices=CHOICES.get(f.name))
     return p.parse_args(argv)
 
 
@@ -144,8 +164,10 @@ class _Run:
         """Start from another run's finished construction; refuse one built with other settings."""
         path = Path(run_dir) / CONSTRUCTED
         source = load_checkpoint(path)
-        if source.get("settings") != settings:
-            theirs = source.get("settings") or {}
+        theirs = dict(source.get("settings") or {})
+        if "config" in theirs:  # built before some options existed: it used what LEGACY_CONFIG says
+            theirs["config"] = {**LEGACY_CONFIG, **theirs["config"]}
+        if theirs != settings:
             differ = sorted(k for k in settings.keys() | theirs.keys() if settings.get(k) != theirs.get(k))
             raise ValueError(f"{path} was constructed with other settings ({', '.join(differ)} differ)")
         self.model.load_state_dict(source["model"])
@@ -209,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    baseline = args.method in ("anywidth", "slimmable")
+    if args.baseline_recipe and not baseline:
+        raise ValueError("--baseline-recipe only applies to the anywidth and slimmable methods")
     configure_torch(args.threads, args.seed)
     args.batch_size = args.batch_size or (16 if args.arch in DETECTORS else 128)
     cfg = SteppingConfig(**{f.name: getattr(args, f.name) for f in fields(SteppingConfig)})
@@ -229,7 +254,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.method == "slimmable":
         meta["ratios"] = list(model.ratios)
     run = _Run(args, meta, model)
-    kd_teacher = None if args.no_kd else teacher
+    recipe = args.baseline_recipe or BASELINE_RECIPES[0]
+    plain = baseline and recipe == "plain"
+    kd_teacher = None if args.no_kd or plain else teacher
+    beta = 1.0 if plain else cfg.beta
     if args.method != "stepping" and (args.construction or args.restart_output_increments):
         raise ValueError("--construction and --restart-output-increments only apply to the stepping method")
     if args.method == "stepping" and not run.state.get("constructed"):
@@ -252,13 +280,15 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     steps = args.epochs * task.steps_per_epoch
     if run.progress("step") < steps:
         run.phase("train")
-        fit(model, task.stream, task.loss, steps, cfg, kd_teacher if args.method != "original" else None, cfg.beta,
+        fit(model, task.stream, task.loss, steps, cfg, kd_teacher if args.method != "original" else None, beta,
             run.progress("step"), run.optimizer(cfg, "step"), lambda s, o: run.save("step", s, o),
             task.steps_per_epoch, desc="retrain" if args.method == "stepping" else args.method)
     run.phase("")
     run.write()
     metrics = task.evaluate(model)
     macs = [model.macs(i) for i in range(model.num_subnets)]
+    unpruned = ([model.macs(i, count_pruned=False) for i in range(model.num_subnets)]
+                if isinstance(model, SteppingNet) else [])
     result = {
         "method": args.method, "arch": args.arch, "task": task.name, "data": str(args.data),
         **{f"subnet_{name}": values for name, values in metrics.items()},
@@ -266,9 +296,13 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         # neurons per hidden layer at each level (last column: removed): the constructed structure
         **({"level_counts": model.level_counts().tolist()} if isinstance(model, SteppingNet) else {}),
         "macs_fraction": [m / original_macs for m in macs], "targets": targets,
+        # the paper's count: only the weights the pruning masks keep (subnet_macs: what the graphs execute)
+        **({"subnet_macs_unpruned": unpruned, "macs_fraction_unpruned": [m / original_macs for m in unpruned]}
+           if unpruned else {}),
         **({f"teacher_{name}": values[0] for name, values in task.evaluate(teacher).items()} if teacher else {}),
         "wall_s": run.wall, "epochs": args.epochs, "batch_size": args.batch_size, "kd": kd_teacher is not None,
-        "beta": cfg.beta, "expansion": expansion if args.method in ("stepping", "anywidth") else None,
+        "beta": beta, **({"baseline_recipe": recipe} if baseline else {}),
+        "expansion": expansion if args.method in ("stepping", "anywidth") else None,
         "config": asdict(cfg), "steps_per_epoch": task.steps_per_epoch,
         **({"construction_from": run.state["construction_from"]} if "construction_from" in run.state else {}),
         # last-hidden-layer increment neurons restarted before retraining (--restart-output-increments)
