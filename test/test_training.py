@@ -61,3 +61,16 @@ def test_distributed_training_with_torchrun(road_signs_root, tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["epoch"] == 1
+
+
+def test_fine_tuning_keeps_the_initial_models_box_regression_radius(road_signs_root, tmp_path):
+    """A model trained with --regress-radius 1 decodes offsets over (-1, 2) cells; fine-tuning it
+    without the flag must keep that range (its offset head was trained for it)."""
+    base = dict(data=str(road_signs_root), model="anywidth_centernet_s3", input_size=128, epochs=1, batch_size=4,
+                limit_batches=1, warmup_epochs=0, val_every=100)
+    train(TrainConfig(**base, run_dir=str(tmp_path / "r1"), regress_radius=1))
+    assert load_checkpoint(tmp_path / "r1" / "last.pt")["config"]["offset_range"] == 1
+    train(TrainConfig(**base, run_dir=str(tmp_path / "tuned"), init=str(tmp_path / "r1" / "last.pt")))
+    assert load_checkpoint(tmp_path / "tuned" / "last.pt")["config"]["offset_range"] == 1
+    train(TrainConfig(**base, run_dir=str(tmp_path / "plain")))
+    assert "offset_range" not in load_checkpoint(tmp_path / "plain" / "last.pt")["config"]

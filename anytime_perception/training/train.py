@@ -192,7 +192,10 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
     train_set, val_set = sets or open_training_sets(cfg, verbose=rank == 0)
     labels = train_set.labels
     family = init["family"] if init else cfg.model
-    extra = {"offset_range": cfg.regress_radius} if cfg.regress_radius else {}
+    # fine-tuning keeps the initial model's box regression radius unless one is asked for: its
+    # offset head was trained for that range
+    radius = cfg.regress_radius or (int(init["config"].get("offset_range", 0)) if init else 0)
+    extra = {"offset_range": radius} if radius else {}
     model = build_model(family, num_classes=len(labels), input_size=cfg.input_size, **extra)
     if init is not None:
         skipped = load_matching(model, init, labels)
@@ -202,13 +205,13 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
     stride = model.config.output_stride
     augment = AugmentConfig(cfg.flip, cfg.scale_min, cfg.scale_max)
     dataset = DetectionDataset(train_set, cfg.input_size, stride, augment, seed=cfg.seed + rank,
-                               regress_radius=cfg.regress_radius)
+                               regress_radius=radius)
     sampler = DistributedSampler(dataset, world, rank, seed=cfg.seed) if world > 1 else None
     loader = DataLoader(dataset, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         drop_last=len(dataset) >= cfg.batch_size)
     if len(loader) == 0:
         raise ValueError(f"no training batches: {len(dataset)} training images")
-    validator = (Validator(val_set, cfg.input_size, stride, labels, offset_range=cfg.regress_radius)
+    validator = (Validator(val_set, cfg.input_size, stride, labels, offset_range=radius)
                  if rank == 0 and len(val_set) else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = min(cfg.limit_batches or len(loader), len(loader))
@@ -242,7 +245,7 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
             images = images.to(device)
             targets = {k: v.to(device) for k, v in targets.items()}
             outputs = net(images)
-            stage_losses = [sum(centernet_loss(p, targets, cfg.regress_radius, cfg.giou).values())
+            stage_losses = [sum(centernet_loss(p, targets, radius, cfg.giou).values())
                             + cfg.distill * heatmap_distillation(p, outputs[-1], targets) for p in outputs]
             loss = sum(stage_losses)
             optimizer.zero_grad(set_to_none=True)
