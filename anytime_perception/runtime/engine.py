@@ -238,8 +238,11 @@ class AnytimeEngine:
             if frame.appeal is not None:  # the appeal's answer, if in by now, is the final
                 frame.local_stop = StopReason.DEADLINE
                 return
+            returned = time.perf_counter()
             self._final(frame, dataclasses.replace(frame.results[-1], stop_reason=StopReason.DEADLINE.value), on_result)
-            self.publish_margin.update(abort_at, time.perf_counter())
+            # the margin learns what publishing needs; how late ONNX Runtime saw the flag (up to one
+            # graph node) is not fed back, or each late cut would cut the next stages earlier still
+            self.publish_margin.update(max(abort_at, returned), time.perf_counter())
             return
         stage0_seconds = stage0_seconds or seconds
         frame.carry.update(new_carry)
