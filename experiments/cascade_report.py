@@ -66,8 +66,9 @@ PAPER = [
     "to \"prevent the oracle from correcting mistakes made by the complex networks\";",
     "- \"the policy matches soft oracle performance in high budget regions\"; early-exit gains are \"marginal "
     "compared to network selection\";",
-    "- times are measured: \"network times using the built-in tool in the Caffe library on a server [with] an "
-    "Nvidia Titan X Pascal with CuDNN\", \"actual measurements including the policy overhead\".",
+    "- times are measured (the copy's words, stop words stripped in conversion): \"measure network times using "
+    "built-in tool caffe library server utilizes nvidia titan pascal cudnn\", \"reported times actual "
+    "measurements including policy overhead\".",
     "",
     "Settings of ours against the paper's, one line each: data CIFAR-10 32x32 (paper: ImageNet 224x224, top-5); "
     "networks our little CNNs and CIFAR ResNets trained on this CPU (paper: pre-trained Caffe AlexNet, GoogLeNet, "

@@ -8,7 +8,7 @@ thresholds and policies are tuned on the calibration half of the test split and 
 measured on the evaluation half. Every row names its formulation: "paper" where the run used each
 paper's default, else the options it changed (``exits_run --help`` lists them); PTEEnet rows are
 given with one threshold T for all exits (the paper's) and with per-exit thresholds (ours), gate
-rows with the raw score (Algorithm 1) and the score normalised by ``||w_c||`` (ours). Writes
+rows with the raw score (Algorithm 1) and the score normalised by ``‖w_c‖`` (ours). Writes
 ``<out>/early_exits_tables.md``, ``<out>/early_exits.json`` and accuracy-vs-MACs PNGs
 ``<out>/early_exits_<set>_<run>.png``, ``<out>/early_exits_gates_<set>.png``.
 """
@@ -37,7 +37,7 @@ RULE_NAMES = {"msp": "MSP", "gap": "gap (top-1 - top-2)", "entropy": "negative e
               "confidence": "PTEEnet confidence head, per-exit thresholds (ours)",
               "policy": "learned policy (Bolukbasi)",
               "distance_raw": "d-gate score max w^T x + b (paper, Alg. 1)",
-              "distance_normalised": "d-gate distance max (w^T x + b) / ||w_c|| (ours)",
+              "distance_normalised": "d-gate distance max (w^T x + b) / ‖w_c‖ (ours)",
               "distance": "d-gate distance (as the checkpoint's graph computes it)"}
 DROP_COLUMNS = (0.005, 0.01, 0.02, 0.03)
 FIXED_GATE_THRESHOLDS = (0.0, 0.6, 1.0, 1.5, 1.8, 2.4, 3.5)  # values in the d-gate paper's Tables 1-2 and Fig. 5

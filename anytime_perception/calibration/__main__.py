@@ -31,7 +31,8 @@ from ..data import load_split, read_rgb
 from ..runtime.manifest import ManifestError
 from ..runtime.model import AnytimeModel
 from ..runtime.modes import ModeError, ModeTable, default_modes_file, load_modes
-from .calibrate import available_rules, calibrate, cheapest_rule, collect, mode_thresholds, print_summary, write_gate
+from .calibrate import (SINGLE_THRESHOLD_RULES, available_rules, calibrate, cheapest_rule, collect, mode_thresholds,
+                        print_summary, write_gate)
 from .detector import collect_detector, learn_frame_gate
 
 
@@ -48,6 +49,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rule", help="the rule the runtime uses (default: the cheapest on these images, "
                    "the lowest mean MACs over the modes with an accuracy-drop target)")
     p.add_argument("--policy-lambda", type=float, default=0.1, help="cost weight of the learned policy")
+    p.add_argument("--per-exit-thresholds", action="store_true",
+                   help="classifiers: one threshold per exit for every rule (ours); default: PTEEnet's single T "
+                        "for the confidence head's rule, per exit for the others")
     p.add_argument("--limit", type=int, default=0, help="use only this many calibration images")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/evaluation split")
     p.add_argument("--score-threshold", type=float, default=0.3, help="detectors: the node's score threshold")
@@ -68,7 +72,8 @@ def _classifier(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable)
         raise ValueError(f"rules {unknown} not available for this model; available: {supported}")
     if args.rule and args.rule not in rules:
         raise ValueError(f"--rule {args.rule} is not among the calibrated --rules {rules}")
-    thresholds, policies, summary = calibrate(records, modes, rules, args.policy_lambda)
+    thresholds, policies, summary = calibrate(records, modes, rules, args.policy_lambda,
+                                              single_rules=() if args.per_exit_thresholds else SINGLE_THRESHOLD_RULES)
     return args.rule or cheapest_rule(summary, modes), policies, thresholds, summary, len(calibration)
 
 
@@ -95,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, ManifestError, ModeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    single = () if args.per_exit_thresholds or model.manifest.task == "detection" else SINGLE_THRESHOLD_RULES
     (Path(args.model) / "calibration.json").write_text(json.dumps({"rule": rule, "images": images,
+                                                                    "single_threshold_rules": list(single),
                                                                     "summary": summary}, indent=2))
     print_summary(summary, [("rule", "rule", 11, ""), ("mode", "mode", 14, ""), ("target", "target", 26, ""),
                             ("accuracy", "accuracy", 9, ".4f"), ("final", "final_accuracy", 8, ".4f"),

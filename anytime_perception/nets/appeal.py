@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from .mobilenet import PAPER, PAPER_GTSRB, W05_S2, mobilenet_cifar
 from .shufflenet import shufflenet_v2_cifar
 
-__all__ = ["LITTLE_NETS", "PAPER_LITTLE", "PREDICTOR_HEADS", "MLP_HIDDEN", "build_little", "predictor_head",
-           "AppealNet", "appealnet"]
+__all__ = ["LITTLE_NETS", "LITTLE_LAYOUT", "PAPER_LITTLE", "little_arch", "PREDICTOR_HEADS", "MLP_HIDDEN",
+           "build_little", "predictor_head", "AppealNet", "appealnet"]
 
 LITTLE_NETS: dict[str, Callable[[int], nn.Module]] = {
     "mobilenet": partial(mobilenet_cifar, config=PAPER),
@@ -43,6 +43,16 @@ LITTLE_NETS: dict[str, Callable[[int], nn.Module]] = {
 }
 # the paper's little network per dataset (AppealNet Appendix B.4); ours: the ``_s2`` names
 PAPER_LITTLE = {"cifar10": "mobilenet", "gtsrb": "mobilenet_w05"}
+# Before the paper's networks took these names, they built ours: checkpoint metadata without
+# ``little_layout`` (written before) names the network by its old meaning.
+LEGACY_LITTLE = {"mobilenet": "mobilenet_w05_s2", "shufflenet": "shufflenet_s2"}
+LITTLE_LAYOUT = 2
+
+
+def little_arch(meta: dict) -> str:
+    """The little network a checkpoint's metadata means (old names mapped to what they built)."""
+    arch = meta["arch"]
+    return arch if meta.get("little_layout", 1) >= LITTLE_LAYOUT else LEGACY_LITTLE.get(arch, arch)
 PREDICTOR_HEADS = ("linear", "mlp")
 MLP_HIDDEN = 128
 

@@ -137,9 +137,9 @@ def _stepping(meta: dict) -> nn.Module:
 
 
 def _little(meta: dict) -> nn.Module:
-    from .appeal import build_little
+    from .appeal import build_little, little_arch
 
-    return build_little(meta["arch"], len(meta["classes"]))
+    return build_little(little_arch(meta), len(meta["classes"]))
 
 
 def _appeal(meta: dict) -> nn.Module:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..nets.appeal import LITTLE_NETS, PREDICTOR_HEADS, AppealNet, build_little
+from ..nets.appeal import LITTLE_LAYOUT, LITTLE_NETS, PREDICTOR_HEADS, AppealNet, build_little, little_arch
 from ..nets.macs import counted_macs
 from .appeal import LagrangeMultiplier, Renormalise, StepLoss, appeal_outputs, fit_steps, joint_step, little_step
 from .classification import ClassificationData, batches, load_classification
@@ -153,7 +153,8 @@ def _little_job(args: argparse.Namespace) -> _Job:
     data = load_classification(args.data, args.train_limit, args.test_limit, flip=not args.no_flip, seed=args.seed)
     model = build_little(args.arch, len(data.classes))
     size = data.train_images.shape[-1]
-    meta = {"kind": "little", "arch": args.arch, "classes": list(data.classes), "mean": list(data.mean),
+    meta = {"kind": "little", "arch": args.arch, "little_layout": LITTLE_LAYOUT, "classes": list(data.classes),
+            "mean": list(data.mean),
             "std": list(data.std), "flip": data.flip, "input_size": size, "macs": _macs(model, size)}
     return _Job(model, little_step(model), data, meta,
                 lambda: {"test_accuracy": _accuracy(predict(model, data.test_images), data.test_labels),
@@ -185,7 +186,8 @@ def _joint_job(args: argparse.Namespace) -> _Job:
         big = nn.Sequential(Renormalise(little_meta["mean"], little_meta["std"], big_meta["mean"], big_meta["std"]),
                             resnet).eval().requires_grad_(False)
     multiplier = LagrangeMultiplier(args.beta, args.target, args.beta_up, args.beta_down)
-    meta = {**{k: little_meta[k] for k in ("arch", "classes", "mean", "std", "flip", "input_size")}, "kind": "appeal",
+    meta = {**{k: little_meta[k] for k in ("classes", "mean", "std", "flip", "input_size")}, "kind": "appeal",
+            "arch": little_arch(little_meta), "little_layout": LITTLE_LAYOUT,
             "method": "black-box" if args.black_box else "white-box", "macs": _macs(net, size),
             "little": str(args.little), "big": args.big, "big_macs": big_macs, "target": args.target,
             "predictor_head": args.predictor_head}
@@ -216,6 +218,10 @@ def _train(args: argparse.Namespace, job: _Job, path: Path) -> tuple[list[dict],
     state = checkpoint_of(path, (job.meta["kind"],)) if args.resume and path.exists() else {}
     epoch, wall, log = int(state.get("epoch", 0)), float(state.get("wall_s", 0.0)), list(state.get("log", []))
     if state:
+        saved = state.get("meta", {})
+        if "arch" in saved and little_arch(saved) != job.meta["arch"]:
+            raise ValueError(f"--resume: {path} holds a {little_arch(saved)} little network, not {job.meta['arch']} "
+                             "(a run of another network; give another --out)")
         job.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
