@@ -3,6 +3,7 @@ veth pair (needs root and iproute2; ``two_hosts`` yields None where that is not 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -35,15 +36,26 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
+def _remove_stale() -> None:
+    """Namespaces ``ap<pid>`` left by a test process that was killed before its clean-up hold the
+    same addresses: traffic to the new namespace would go to the dead one."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for name in (line.split()[0] for line in listed.splitlines() if line.strip()):
+        if re.fullmatch(r"ap\d+", name) and not os.path.exists(f"/proc/{name[2:]}"):
+            subprocess.run(["ip", "link", "del", f"{name}a"], capture_output=True)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 @contextmanager
 def two_hosts(subnet: int = 0) -> Iterator[RemoteHost | None]:
     """A namespace ``ap<pid>`` at 10.213.<subnet>.2 reachable from here at 10.213.<subnet>.1."""
-    tag = f"ap{os.getpid() % 100000}"
+    tag = f"ap{os.getpid()}"  # at most 10 characters with its suffix: within the 15 of a link name
     namespace, link = tag, f"{tag}a"
     local, remote = f"10.213.{subnet}.1", f"10.213.{subnet}.2"
     if shutil.which("ip") is None or os.geteuid() != 0:
         yield None
         return
+    _remove_stale()
     try:
         _ip("netns", "add", namespace)
         _ip("link", "add", link, "type", "veth", "peer", "name", f"{tag}b")
