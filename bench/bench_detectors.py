@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": "python bench/bench_detectors.py " + " ".join(f"--model {m}" for m in args.model)
                    + "".join(f" --name {n}" for n in args.name),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, CPython {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
         "threads": args.threads, "frames": len(frames), "repeats": args.repeats, "images": len(data),
         "score_threshold": args.score_threshold, "models": entries,
     }

@@ -58,6 +58,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _single_rules(args: argparse.Namespace, task: str) -> tuple[str, ...]:
+    """The rules calibrated with one threshold for every exit (detectors: none, one gate per stage)."""
+    return () if args.per_exit_thresholds or task == "detection" else SINGLE_THRESHOLD_RULES
+
+
 def _classifier(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable) -> tuple[str, list, dict, list, int]:
     calibration, _ = load_image_folder(args.data, "test", model.manifest.input.size).halves(args.seed)
     if args.limit:
@@ -73,7 +78,7 @@ def _classifier(args: argparse.Namespace, model: AnytimeModel, modes: ModeTable)
     if args.rule and args.rule not in rules:
         raise ValueError(f"--rule {args.rule} is not among the calibrated --rules {rules}")
     thresholds, policies, summary = calibrate(records, modes, rules, args.policy_lambda,
-                                              single_rules=() if args.per_exit_thresholds else SINGLE_THRESHOLD_RULES)
+                                              single_rules=_single_rules(args, model.manifest.task))
     return args.rule or cheapest_rule(summary, modes), policies, thresholds, summary, len(calibration)
 
 
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, ManifestError, ModeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    single = () if args.per_exit_thresholds or model.manifest.task == "detection" else SINGLE_THRESHOLD_RULES
+    single = _single_rules(args, model.manifest.task)
     (Path(args.model) / "calibration.json").write_text(json.dumps({"rule": rule, "images": images,
                                                                     "single_threshold_rules": list(single),
                                                                     "summary": summary}, indent=2))

@@ -154,8 +154,8 @@ def _little_job(args: argparse.Namespace) -> _Job:
     model = build_little(args.arch, len(data.classes))
     size = data.train_images.shape[-1]
     meta = {"kind": "little", "arch": args.arch, "little_layout": LITTLE_LAYOUT, "classes": list(data.classes),
-            "mean": list(data.mean),
-            "std": list(data.std), "flip": data.flip, "input_size": size, "macs": _macs(model, size)}
+            "mean": list(data.mean), "std": list(data.std), "flip": data.flip, "input_size": size,
+            "macs": _macs(model, size)}
     return _Job(model, little_step(model), data, meta,
                 lambda: {"test_accuracy": _accuracy(predict(model, data.test_images), data.test_labels),
                          "macs": meta["macs"]}, {})
