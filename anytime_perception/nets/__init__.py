@@ -11,12 +11,14 @@ from typing import Callable
 from torch import nn
 
 from .anywidth import AnyWidthConfig, AnyWidthDetector, anywidth_centernet_patch_s3, anywidth_centernet_s3
+from .stepping_centernet import stepping_centernet_patch_s3
 
 __all__ = ["AnyWidthConfig", "AnyWidthDetector", "MODELS", "build_model", "register_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "anywidth_centernet_s3": anywidth_centernet_s3,
     "anywidth_centernet_patch_s3": anywidth_centernet_patch_s3,
+    "stepping_centernet_patch_s3": stepping_centernet_patch_s3,
 }
 
 

@@ -46,6 +46,8 @@ def make_checkpoint(model: nn.Module, family: str, labels: tuple[str, ...], inpu
     config = {"num_classes": len(labels), "input_size": int(model.config.input_size)}
     if getattr(model.config, "offset_range", 0):
         config["offset_range"] = int(model.config.offset_range)
+    if hasattr(model.config, "expansion"):  # a SteppingNet family's width ratio (its levels are in the weights)
+        config["expansion"] = float(model.config.expansion)
     return {"checkpoint_version": CHECKPOINT_VERSION, "family": family, "config": config, "labels": list(labels),
             "input": {k: (list(map(float, v)) if k in ("mean", "std") else int(v)) for k, v in input_spec.items()},
             "model": model.state_dict(), **extra}

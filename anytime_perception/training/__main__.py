@@ -42,6 +42,15 @@ HELP = {
     "distill": "weight of in-place distillation of the smaller stages from the last",
     "regress_radius": "also regress boxes at cells up to this many cells from a box's centre cell (0: centre only)",
     "giou": "weight of a GIoU loss on the decoded boxes where they are regressed (0: off)",
+    "expansion": "SteppingNet families: width ratio of the expanded network (0: the paper's 1.8)",
+    "stepping_targets": "SteppingNet: cumulative stage MACs (comma-separated) or a model directory to match "
+                        "(default: the any-width detector's stages)",
+    "stepping_iterations": "SteppingNet: construction iterations N_t", "stepping_batches":
+    "SteppingNet: training batches per construction iteration m",
+    "stepping_beta": "SteppingNet: learning-rate suppression beta^(j-i), applied to the update (1: off)",
+    "stepping_rule": "SteppingNet construction rule: paper (importance ranking) or floors (ours: importance per MAC "
+                     "saved, every stage keeps --stepping-floor x the any-width share of each layer)",
+    "stepping_floor": "SteppingNet floors rule: share of the any-width layer widths every stage keeps",
 }
 
 

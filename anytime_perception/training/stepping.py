@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -246,7 +246,12 @@ def _move_saving(model: SteppingNet, l: int, j: int, i: int, count_pruned: bool 
     return saving
 
 
-def _can_move(counts: Tensor, l: int, i: int, min_neurons: int, funnel_free: bool = False) -> bool:
+def _floor(floor: "int | Sequence[int]", i: int) -> int:
+    """What subnet ``i`` keeps of a layer under ``floor`` (one number for every subnet, or one each)."""
+    return floor if isinstance(floor, int) else int(floor[i])
+
+
+def _can_move(counts: Tensor, l: int, i: int, min_neurons: "int | Sequence[int]", funnel_free: bool = False) -> bool:
     """Whether a level-``i`` neuron of layer ``l`` may move to level ``i + 1`` (``counts``:
     ``SteppingNet.level_counts``): subnet ``i`` keeps ``min_neurons`` in the layer, and no neuron
     becomes idle (``SteppingNet.idle_neurons``): the move neither takes the last level-``i`` neuron
@@ -254,7 +259,7 @@ def _can_move(counts: Tensor, l: int, i: int, min_neurons: int, funnel_free: boo
     some later layer lacks (out of the last subnet = removed, always connected). With
     ``funnel_free`` every later layer must also hold at least the share of its neurons at level
     ``i + 1`` that layer ``l`` holds after the move."""
-    if int(counts[l, : i + 1].sum()) <= min_neurons:
+    if int(counts[l, : i + 1].sum()) <= _floor(min_neurons, i):
         return False
     if int(counts[l, i]) == 1 and bool((counts[:l, i] > 0).any()):
         return False
@@ -269,7 +274,7 @@ def _can_move(counts: Tensor, l: int, i: int, min_neurons: int, funnel_free: boo
 
 
 def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, target: int,
-          min_neurons: list[int], funnel_free: bool, count_pruned: bool = True) -> int | None:
+          min_neurons: list, funnel_free: bool, count_pruned: bool = True) -> int | None:
     """Index in ``ranked`` (``_ranked``, ascending) of the next neuron to move out of subnet ``i``:
     the least important allowed one (``_can_move``) whose saving keeps the subnet at or above
     ``target``; if every allowed move goes below it, the one that saves least (the subnet lands
@@ -291,7 +296,7 @@ def _pick(model: SteppingNet, ranked: list[tuple[float, int, int]], i: int, targ
 
 
 def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
-            min_neurons: list[int], count_pruned: bool = True) -> list[tuple[float, int, int]]:
+            min_neurons: list, count_pruned: bool = True) -> list[tuple[float, int, int]]:
     """(score, layer, neuron) of the level-``i`` neurons that may leave subnet ``i``, ascending.
 
     ``importance``: the paper's ``M_j``. ``layer_relative``: ``M_j`` over the mean ``M`` of the
@@ -301,7 +306,7 @@ def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
     """
     ranked = []
     for l in range(model.num_hidden):
-        if int((model.levels(l) <= i).sum()) <= min_neurons[l]:
+        if int((model.levels(l) <= i).sum()) <= _floor(min_neurons[l], i):
             continue
         idx = torch.nonzero(model.levels(l) == i).squeeze(1)
         scores = importance[l][idx]
@@ -316,7 +321,7 @@ def _ranked(model: SteppingNet, importance: list[Tensor], i: int, ranking: str,
 
 
 def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int], chunk: float,
-                 min_neurons: int | list[int] = 1, ranking: str = "importance", funnel_free: bool = False,
+                 min_neurons: int | list = 1, ranking: str = "importance", funnel_free: bool = False,
                  count_pruned: bool = True) -> int:
     """Move the least important neurons (MACs just over ``chunk``) out of every subnet over its target.
 
@@ -327,7 +332,8 @@ def move_neurons(model: SteppingNet, importance: list[Tensor], targets: list[int
     at least as wide, in share, at the destination level), so each increment pays only for neurons
     that change its output; near its target a subnet skips neurons that would take it below the
     target (``_pick``).
-    ``min_neurons``: what every subnet keeps per hidden layer (one number, or one per layer).
+    ``min_neurons``: what every subnet keeps per hidden layer: one number, or one entry per layer
+    (a number, or one number per subnet: per-layer floors).
     ``count_pruned``: MACs of pruned weights count towards the targets (``SteppingNet.macs``).
     Returns the number of neurons moved.
     """

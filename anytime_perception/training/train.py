@@ -36,6 +36,7 @@ from ..nets.checkpoint import load_checkpoint, load_matching, make_checkpoint
 from ..runtime.decoder import decode_centernet
 from ..runtime.manifest import DecoderSpec
 from .dataset import MEAN, PAD_VALUE, STD, DetectionDataset
+from .stepping_detector import RULES, SteppingOptions, SuppressedUpdate, construct, is_stepping, parse_targets
 
 __all__ = ["TrainConfig", "train", "load_checkpoint", "Validator", "input_spec", "choose_labels"]
 
@@ -70,10 +71,24 @@ class TrainConfig:
     init: str = ""  # start from this model directory or checkpoint (fine-tuning)
     regress_radius: int = 0  # also regress boxes at cells this close to a box's centre cell (0: centre only)
     giou: float = 0.0  # weight of a GIoU loss on the decoded boxes where they are regressed (0: off)
+    # SteppingNet families (``--model stepping_centernet_patch_s3``; ``training.stepping_detector``)
+    expansion: float = 0.0  # width ratio of the expanded network (0: the family's, the paper's 1.8)
+    stepping_targets: str = ""  # cumulative stage MACs, comma-separated, or a model directory (default: any-width's)
+    stepping_iterations: int = 40  # construction iterations N_t (the paper: 300)
+    stepping_batches: int = 8  # training batches per construction iteration m (the paper: 100-250)
+    stepping_beta: float = 0.9  # learning-rate suppression beta^(j-i) on the update (1: off)
+    stepping_rule: str = "paper"  # construction rule: paper (importance ranking) | floors (ours)
+    stepping_floor: float = 0.75  # floors rule: share of the any-width layer widths every stage keeps
 
     def __post_init__(self) -> None:
         if self.regress_radius < 0 or self.giou < 0:
             raise ValueError(f"--regress-radius and --giou must be >= 0, got {self.regress_radius} and {self.giou}")
+        if self.expansion and self.expansion < 1.0:
+            raise ValueError(f"--expansion must be >= 1 (0: the family's default), got {self.expansion}")
+        if self.stepping_rule not in RULES:
+            raise ValueError(f"--stepping-rule must be one of {RULES}, got {self.stepping_rule!r}")
+        if self.stepping_iterations < 1 or self.stepping_batches < 1:
+            raise ValueError("--stepping-iterations and --stepping-batches must be >= 1")
 
 
 def input_spec(size: int) -> dict:
@@ -182,6 +197,50 @@ def plot_results(csv_path: Path, out: Path) -> Path | None:
     return save_plot(fig, out, list(axes), legend_size=8)
 
 
+def stepping_options(model: nn.Module, cfg: TrainConfig) -> SteppingOptions:
+    """The SteppingNet settings of ``cfg`` for ``model``; the MAC targets default to the any-width
+    detector's stages at the same classes and input size (the shipped recipe's)."""
+    if cfg.stepping_targets:
+        from ..runtime.manifest import load_manifest
+        targets = parse_targets(cfg.stepping_targets, lambda d: [s.macs for s in load_manifest(d).stages])
+    else:
+        reference = build_model("stepping_centernet_patch_s3", num_classes=model.config.num_classes,
+                                input_size=model.config.input_size, expansion=1.0)
+        reference.any_width_levels()
+        targets = tuple(reference.macs(k) for k in range(reference.num_stages))
+    if len(targets) != model.num_stages:
+        raise ValueError(f"{len(targets)} MAC targets for {model.num_stages} stages: {list(targets)}")
+    return SteppingOptions(targets, cfg.stepping_iterations, cfg.stepping_batches, cfg.stepping_beta,
+                           rule=cfg.stepping_rule, floor=cfg.stepping_floor)
+
+
+def _endless(loader: DataLoader):
+    while True:
+        yield from loader
+
+
+def _construct(model: nn.Module, cfg: TrainConfig, loader: DataLoader, losses_of, out: Path, rank: int) -> dict:
+    """SteppingNet's construction before the epochs (``training.stepping_detector.construct``), with
+    its own AdamW at the run's learning rate; writes ``construction.csv`` and returns what the
+    checkpoints keep (targets, rule, wall time, MACs per stage, neurons per layer and level)."""
+    options = stepping_options(model, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    started = time.time()
+    history = construct(model, _endless(loader), losses_of, SuppressedUpdate(model, optimizer, options.beta), options,
+                        log=print if rank == 0 else (lambda _: None))
+    with (out / "construction.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["iteration", "moved", *(f"macs_s{k}" for k in range(model.num_stages)),
+                         *(f"loss_s{k}" for k in range(model.num_stages))])
+        for row in history:
+            writer.writerow([row["iteration"], row["moved"], *row["macs"], *(round(v, 5) for v in row["loss"])])
+    return {"targets": list(options.targets), "rule": options.rule, "floor": options.floor, "beta": options.beta,
+            "iterations": options.iterations, "batches": options.batches, "wall_s": round(time.time() - started, 1),
+            "macs": [model.macs(k) for k in range(model.num_stages)],
+            "level_counts": model.level_counts().tolist()}
+
+
 def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = None) -> Path:
     """Train on ``sets`` (default: opened from ``cfg``); returns the best checkpoint
     (``<run_dir>/best.pt``)."""
@@ -196,7 +255,14 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
     # offset head was trained for that range
     radius = cfg.regress_radius or (int(init["config"].get("offset_range", 0)) if init else 0)
     extra = {"offset_range": radius} if radius else {}
+    if cfg.expansion:
+        extra["expansion"] = cfg.expansion
+    elif init is not None and "expansion" in init["config"]:
+        extra["expansion"] = init["config"]["expansion"]
     model = build_model(family, num_classes=len(labels), input_size=cfg.input_size, **extra)
+    stepping = is_stepping(model)
+    if stepping and world > 1:
+        raise ValueError(f"{family}: SteppingNet training runs in one process (its per-stage steps are not DDP-ready)")
     if init is not None:
         skipped = load_matching(model, init, labels)
         if rank == 0:
@@ -213,13 +279,22 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
         raise ValueError(f"no training batches: {len(dataset)} training images")
     validator = (Validator(val_set, cfg.input_size, stride, labels, offset_range=radius)
                  if rank == 0 and len(val_set) else None)
+    out = Path(cfg.run_dir)
+    last_path, best_path, csv_path = out / "last.pt", out / "best.pt", out / "results.csv"
+
+    def losses_of(outputs: list[dict], targets: dict) -> list:
+        return [sum(centernet_loss(p, targets, radius, cfg.giou).values())
+                + cfg.distill * heatmap_distillation(p, outputs[-1], targets) for p in outputs]
+
+    construction: dict = {}
+    if stepping and init is None and not (cfg.resume and last_path.exists()):
+        construction = _construct(model, cfg, loader, losses_of, out, rank)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    update = SuppressedUpdate(model, optimizer, cfg.stepping_beta) if stepping else None
     steps_per_epoch = min(cfg.limit_batches or len(loader), len(loader))
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    out = Path(cfg.run_dir)
-    last_path, best_path, csv_path = out / "last.pt", out / "best.pt", out / "results.csv"
     spec = input_spec(cfg.input_size)
     start_epoch, best = 0, -1.0
     if cfg.resume and last_path.exists():
@@ -228,6 +303,9 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"], state.get("best_fitness", -1.0)
+        construction = state.get("construction", {})
+        if update is not None:
+            update.refresh()
     elif rank == 0 and csv_path.exists():
         csv_path.unlink()  # a fresh run starts a fresh table
     net = DistributedDataParallel(model) if world > 1 else model
@@ -245,12 +323,13 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
             images = images.to(device)
             targets = {k: v.to(device) for k, v in targets.items()}
             outputs = net(images)
-            stage_losses = [sum(centernet_loss(p, targets, radius, cfg.giou).values())
-                            + cfg.distill * heatmap_distillation(p, outputs[-1], targets) for p in outputs]
-            loss = sum(stage_losses)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            stage_losses = losses_of(outputs, targets)
+            if update is not None:  # SteppingNet: one suppressed step per stage
+                update(stage_losses)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                sum(stage_losses).backward()
+                optimizer.step()
             scheduler.step()
             values = [v.item() for v in stage_losses]
             sums = [a + b for a, b in zip(sums, values)] if sums else values
@@ -271,7 +350,8 @@ def train(cfg: TrainConfig, sets: tuple[DetectionSet, DetectionSet] | None = Non
         improved = fitness is not None and fitness > best
         best = fitness if improved else best
         _write_row(csv_path, row)
-        extra = {"epoch": epoch + 1, "train_config": asdict(cfg), "best_fitness": best}
+        extra = {"epoch": epoch + 1, "train_config": asdict(cfg), "best_fitness": best,
+                 **({"construction": construction} if construction else {})}
         if improved or validator is None:  # no validation set: the last epoch is the best we know
             torch.save(make_checkpoint(model, family, labels, spec, **extra, val=rows), best_path)
         torch.save(make_checkpoint(model, family, labels, spec, **extra, optimizer=optimizer.state_dict(),
