@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .layers import NestedConvBNReLU, StageHead
+from .layers import NestedConvBNReLU, StageHead, check_detector_size
 
 __all__ = ["AnyWidthConfig", "AnyWidthDetector", "anywidth_centernet_s3", "anywidth_centernet_patch_s3"]
 
@@ -41,11 +41,7 @@ class AnyWidthConfig:
     max_stride = 32
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, not {self.num_classes}")
-        if self.input_size <= 0 or self.input_size % self.max_stride:
-            raise ValueError(f"input size {self.input_size} is not a positive multiple of the network stride "
-                             f"{self.max_stride} (e.g. {max(1, round(self.input_size / self.max_stride)) * self.max_stride})")
+        check_detector_size(self.num_classes, self.input_size, self.max_stride)
 
 
 def _split(width: int, fractions: tuple[float, ...]) -> list[int]:

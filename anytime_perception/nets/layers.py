@@ -10,8 +10,10 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-__all__ = ["conv_bn", "PooledClassifier", "NestedConvBNReLU", "StageHead"]
+__all__ = ["conv_bn", "PooledClassifier", "NestedConvBNReLU", "StageHead", "batch_norm_channels",
+           "check_detector_size"]
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
@@ -128,3 +130,27 @@ def _depthwise_groups(in_channels: int, out_channels: int) -> int:
         if in_channels % groups == 0 and out_channels % groups == 0:
             return groups
     return 1
+
+
+def batch_norm_channels(bn: nn.BatchNorm2d, x: Tensor, idx: Tensor, r: Tensor | None = None) -> Tensor:
+    """BatchNorm ``bn`` of its channels ``idx`` (``x`` holds just those), in the mode of ``bn``; in
+    training the running statistics of those channels are written back. ``r`` (optional, one per
+    channel): importance scales multiplying the normalised sum before the shift (SteppingNet's Eq. 1
+    with BatchNorm)."""
+    mean, var = bn.running_mean[idx], bn.running_var[idx]
+    weight = bn.weight[idx] if r is None else bn.weight[idx] * r
+    y = F.batch_norm(x, mean, var, weight, bn.bias[idx], bn.training, bn.momentum, bn.eps)
+    if bn.training:
+        with torch.no_grad():
+            bn.running_mean[idx], bn.running_var[idx] = mean, var
+    return y
+
+
+def check_detector_size(num_classes: int, input_size: int, max_stride: int) -> None:
+    """A detector config's class count and input size: ValueError naming the problem (and, for
+    the size, the nearest valid one)."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, not {num_classes}")
+    if input_size <= 0 or input_size % max_stride:
+        raise ValueError(f"input size {input_size} is not a positive multiple of the network stride "
+                         f"{max_stride} (e.g. {max(1, round(input_size / max_stride)) * max_stride})")

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .layers import batch_norm_channels
+
 __all__ = ["ConvSpec", "SteppingSpec", "SteppingNet", "LENET_3C1L", "LENET_5", "ARCHITECTURES", "SCALE_AT"]
 
 Carry = dict[str, Tensor]
@@ -347,18 +349,6 @@ class SteppingNet(nn.Module):
             return cols
         return torch.cat([cols, self.widths[l - 1] + torch.cat(self.groups(lateral)[: k + 1])])
 
-    def _norm(self, l: int, x: Tensor, idx: Tensor, r: Tensor | None = None) -> Tensor:
-        """BatchNorm of the channels ``idx`` of conv layer ``l``; running stats written back.
-        ``r``: importance scales of the channels, multiplying the normalised sum before the shift."""
-        bn = self.norms[l]
-        mean, var = bn.running_mean[idx], bn.running_var[idx]
-        weight = bn.weight[idx] if r is None else bn.weight[idx] * r
-        y = F.batch_norm(x, mean, var, weight, bn.bias[idx], self.training, bn.momentum, bn.eps)
-        if self.training:
-            with torch.no_grad():
-                bn.running_mean[idx], bn.running_var[idx] = mean, var
-        return y
-
     def _layer_input(self, l: int, image: Tensor, carry: Carry, new: Carry, k: int) -> tuple[Tensor, Tensor]:
         """(input tensor, column index) of hidden layer ``l`` at increment ``k``."""
         if l == 0:
@@ -420,7 +410,7 @@ class SteppingNet(nn.Module):
             return F.relu(F.linear(x, w) * r + bias)  # [N, out]
         spec = self.spec.convs[l]
         h = F.conv2d(x, w, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
-        h = F.relu(self._norm(l, h, idx_out, r))
+        h = F.relu(batch_norm_channels(self.norms[l], h, idx_out, r))
         return F.max_pool2d(h, 2) if spec.pool else h
 
     @staticmethod

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .layers import StageHead, _depthwise_groups
+from .layers import StageHead, _depthwise_groups, batch_norm_channels, check_detector_size
 
 __all__ = ["SteppingCenterNetConfig", "SteppingCenterNet", "LAYOUT", "stepping_centernet_patch_s3",
            "PAPER_EXPANSION"]
@@ -82,11 +82,7 @@ class SteppingCenterNetConfig:
     max_stride = 32
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, not {self.num_classes}")
-        if self.input_size <= 0 or self.input_size % self.max_stride:
-            raise ValueError(f"input size {self.input_size} is not a positive multiple of the network stride "
-                             f"{self.max_stride}")
+        check_detector_size(self.num_classes, self.input_size, self.max_stride)
         if self.expansion < 1.0:
             raise ValueError(f"expansion must be >= 1 (the original network widened), not {self.expansion}")
 
@@ -234,18 +230,6 @@ class SteppingCenterNet(nn.Module):
             offset += self.widths[s]
         return torch.cat(parts, 1), torch.cat(cols)
 
-    def _norm(self, name: str, x: Tensor, idx: Tensor, r: Tensor | None) -> Tensor:
-        """BatchNorm of channels ``idx`` (running statistics written back); ``r`` multiplies the
-        normalised weighted sum before the shift (the paper's Eq. 1 with BatchNorm)."""
-        bn = self.norms[name]
-        mean, var = bn.running_mean[idx], bn.running_var[idx]
-        weight = bn.weight[idx] if r is None else bn.weight[idx] * r
-        y = F.batch_norm(x, mean, var, weight, bn.bias[idx], self.training, bn.momentum, bn.eps)
-        if self.training:
-            with torch.no_grad():
-                bn.running_mean[idx], bn.running_var[idx] = mean, var
-        return y
-
     def forward_stage(self, image: Tensor, carry: Carry, k: int, with_head: bool = True,
                       scales: dict[str, Tensor] | None = None) -> tuple[Carry, dict[str, Tensor]]:
         """Stage ``k``: the level-``k`` neurons of every layer, then stage ``k``'s head.
@@ -261,7 +245,7 @@ class SteppingCenterNet(nn.Module):
             conv = self.convs[layer.name]
             h = F.conv2d(x, conv.weight[idx][:, cols], stride=layer.stride, padding=layer.padding)
             r = scales[layer.name][idx] if scales is not None else None
-            new[f"{layer.name}.{k}"] = F.relu(self._norm(layer.name, h, idx, r))
+            new[f"{layer.name}.{k}"] = F.relu(batch_norm_channels(self.norms[layer.name], h, idx, r))
         if not with_head:
             return new, {}
         neck = [new.get(f"neck.{j}", carry.get(f"neck.{j}")) for j in range(k + 1)]

@@ -83,19 +83,23 @@ def layer_floors(model: nn.Module, floor: float) -> list[list[int]]:
     floors = []
     for l, layer in enumerate(model.layout):
         if l == model.neck_index:
-            counts = torch.bincount(model.levels(l), minlength=model.num_subnets)[: model.num_subnets]
-            floors.append([int(c) for c in counts.cumsum(0)])
+            floors.append(_pinned_neck(model))
             continue
         width = model.config.layer_width(layer, expanded=False)
         floors.append([max(1, math.ceil(floor * share * width)) for share in ANY_WIDTH_SHARES[: model.num_subnets]])
     return floors
 
 
+def _pinned_neck(model: nn.Module) -> list[int]:
+    """Floors that keep the neck as it is: every stage keeps all of its neck neurons."""
+    counts = torch.bincount(model.levels(model.neck_index), minlength=model.num_subnets)[: model.num_subnets]
+    return [int(c) for c in counts.cumsum(0)]
+
+
 def _minimum_floors(model: nn.Module) -> list:
     """The ``paper`` rule's floors: one neuron per layer and stage, the neck pinned."""
     floors: list = [1] * model.num_hidden
-    counts = torch.bincount(model.levels(model.neck_index), minlength=model.num_subnets)[: model.num_subnets]
-    floors[model.neck_index] = [int(c) for c in counts.cumsum(0)]
+    floors[model.neck_index] = _pinned_neck(model)
     return floors
 
 
